@@ -1,0 +1,72 @@
+"""The error hierarchy. Every error says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class EventStoreError(Exception):
+    """Base class of every error eventstore raises on purpose."""
+
+
+class InvalidEventError(EventStoreError, ValueError):
+    """An event is malformed: fix the event; nothing was written."""
+
+
+class DuplicateEventError(EventStoreError):
+    """An event id is already stored with different content (ids are idempotency keys)."""
+
+    def __init__(self, event_id: str, message: str | None = None) -> None:
+        self.event_id = event_id
+        super().__init__(
+            message
+            or f"event id {event_id!r} is already stored with different content; an id is an "
+            "idempotency key, so give a new event a new id (omit id= to get a fresh UUIDv7)"
+        )
+
+
+class InvalidQueryError(EventStoreError, ValueError):
+    """A filter, limit or position passed to a read is not valid."""
+
+
+class InvalidCursorError(InvalidQueryError):
+    """A cursor is malformed, tampered with, from another store or used with other filters."""
+
+
+class RedactionError(EventStoreError):
+    """A redact hook raised or returned something other than an Event; nothing was written."""
+
+
+class UnsupportedURLError(EventStoreError, ValueError):
+    """The store URL names a scheme eventstore has no backend for."""
+
+
+class StoreClosedError(EventStoreError, RuntimeError):
+    """The store is not open (use `async with EventStore.open(url) as store:`)."""
+
+
+class BackendError(EventStoreError):
+    """The storage backend failed (disk, lock, connection); the operation did not complete."""
+
+
+class SchemaVersionError(BackendError):
+    """The database was written by a newer eventstore whose schema this version cannot read."""
+
+
+class SubscriptionError(EventStoreError):
+    """A subscription could not be created or resumed."""
+
+
+class UnknownModelError(EventStoreError, LookupError):
+    """No price is known for a provider/model pair; nothing was recorded."""
+
+    def __init__(self, provider: str, model: str, detail: str = "") -> None:
+        self.provider = provider
+        self.model = model
+        hint = (
+            f"no price is known for model {model!r} of provider {provider!r}; pass "
+            "pricing=PriceTable({...}) with your own per-token prices, or check the spelling"
+        )
+        super().__init__(f"{hint} ({detail})" if detail else hint)
+
+
+class EncryptionError(EventStoreError):
+    """Encrypted fields could not be encrypted or decrypted (wrong or missing master key)."""
