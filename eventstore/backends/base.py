@@ -1,0 +1,136 @@
+"""The Backend protocol, and the group-commit planning every backend shares.
+
+A backend stores prepared events and answers reads; it never sees hooks, signals or
+cursors. Appends reach it as a *group*: several callers' requests committed in one
+transaction, each request all or nothing. `plan_group` decides, from the ids already
+stored, which requests are idempotent retries, which conflict, and which seqs the new
+events get, so every backend resolves a group exactly the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from ..codec import PreparedEvent, record, seal
+from ..errors import DuplicateEventError, EventStoreError
+from ..events import RecordedEvent
+from ..query import Query
+
+Outcome = list[RecordedEvent] | EventStoreError
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """A durable subscription's or projection's progress: `position` is the last seq done."""
+
+    name: str
+    position: int
+    state: bytes | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class StoredId:
+    """What a backend knows of an id already in the log."""
+
+    digest: bytes
+    event: RecordedEvent
+
+
+@dataclass(slots=True)
+class NewRow:
+    event: RecordedEvent
+    document: bytes
+    digest: bytes
+
+
+@dataclass(slots=True)
+class GroupPlan:
+    outcomes: list[Outcome] = field(default_factory=list)
+    rows: list[NewRow] = field(default_factory=list)
+
+
+def plan_group(
+    requests: Sequence[Sequence[PreparedEvent]],
+    stored: Mapping[str, StoredId],
+    next_seq: int,
+    recorded_at: datetime,
+) -> GroupPlan:
+    """Resolve a group: each request either fully commits, fully matches, or fails alone."""
+    plan = GroupPlan()
+    accepted: dict[str, StoredId] = {}
+    for request in requests:
+        start_seq = next_seq
+        mine: dict[str, StoredId] = {}
+        results: list[RecordedEvent] = []
+        rows: list[NewRow] = []
+        conflict: EventStoreError | None = None
+        for prepared in request:
+            event_id = prepared.visible.id
+            known = stored.get(event_id) or accepted.get(event_id) or mine.get(event_id)
+            if known is not None:
+                if known.digest != prepared.digest:
+                    conflict = DuplicateEventError(event_id)
+                    break
+                results.append(known.event)
+                continue
+            recorded = record(prepared.visible, next_seq, recorded_at)
+            rows.append(NewRow(recorded, seal(prepared.body, next_seq, recorded_at),
+                               prepared.digest))
+            mine[event_id] = StoredId(prepared.digest, recorded)
+            results.append(recorded)
+            next_seq += 1
+        if conflict is not None:
+            next_seq = start_seq
+            plan.outcomes.append(conflict)
+            continue
+        accepted.update(mine)
+        plan.rows.extend(rows)
+        plan.outcomes.append(results)
+    return plan
+
+
+def request_ids(requests: Sequence[Sequence[PreparedEvent]]) -> list[str]:
+    return list({p.visible.id: None for request in requests for p in request})
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Storage for the log, checkpoints and store metadata."""
+
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema."""
+
+    async def close(self) -> None: ...
+
+    async def commit_group(
+        self, requests: Sequence[Sequence[PreparedEvent]]
+    ) -> tuple[list[Outcome], list[RecordedEvent]]:
+        """Commit a group in one transaction (see `plan_group`).
+
+        Returns each request's outcome and the events newly written, in seq order. Raises
+        (BackendError) only if the whole group failed and nothing was written.
+        """
+
+    async def query(self, query: Query, *, after_seq: int, limit: int) -> list[RecordedEvent]:
+        """Events matching `query` with seq > after_seq, ascending, at most `limit`."""
+
+    async def count(self, query: Query) -> int: ...
+
+    async def head(self) -> int:
+        """The highest committed seq (0 for an empty log)."""
+
+    async def secret(self) -> bytes:
+        """A random per-store secret (cursor MACs), created with the schema."""
+
+    async def load_checkpoint(self, name: str) -> Checkpoint | None: ...
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+    async def list_checkpoints(self) -> list[Checkpoint]: ...
+
+    async def delete_checkpoint(self, name: str) -> None: ...

@@ -1,0 +1,85 @@
+"""An in-process backend for tests and throwaway stores: the same contract, no disk."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime
+
+from ..clock import utcnow
+from ..codec import PreparedEvent
+from ..events import RecordedEvent
+from ..query import Query
+from .base import Checkpoint, Outcome, StoredId, plan_group, request_ids
+
+
+_NAMED: dict[str, MemoryBackend] = {}
+
+
+def named_memory_backend(name: str) -> MemoryBackend:
+    """`memory://name`: one log per name, shared by every store of this process that opens it
+    (so a store can be closed and opened again, as with a file)."""
+    backend = _NAMED.get(name)
+    if backend is None:
+        backend = _NAMED[name] = MemoryBackend()
+    return backend
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self._events: list[RecordedEvent] = []
+        self._by_id: dict[str, StoredId] = {}
+        self._checkpoints: dict[str, Checkpoint] = {}
+        self._secret = os.urandom(32)
+        self._last_recorded: datetime | None = None
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def commit_group(
+        self, requests: Sequence[Sequence[PreparedEvent]]
+    ) -> tuple[list[Outcome], list[RecordedEvent]]:
+        stored = {i: self._by_id[i] for i in request_ids(requests) if i in self._by_id}
+        now = utcnow()
+        if self._last_recorded is not None and now < self._last_recorded:
+            now = self._last_recorded  # keep recorded_at non-decreasing in seq order
+        plan = plan_group(requests, stored, len(self._events) + 1, now)
+        for row in plan.rows:
+            self._events.append(row.event)
+            self._by_id[row.event.id] = StoredId(row.digest, row.event)
+        if plan.rows:
+            self._last_recorded = now
+        return plan.outcomes, [row.event for row in plan.rows]
+
+    async def query(self, query: Query, *, after_seq: int, limit: int) -> list[RecordedEvent]:
+        out: list[RecordedEvent] = []
+        for event in self._events[after_seq:]:
+            if query.matches(event, event.recorded_at):
+                out.append(event)
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def count(self, query: Query) -> int:
+        return sum(1 for e in self._events if query.matches(e, e.recorded_at))
+
+    async def head(self) -> int:
+        return len(self._events)
+
+    async def secret(self) -> bytes:
+        return self._secret
+
+    async def load_checkpoint(self, name: str) -> Checkpoint | None:
+        return self._checkpoints.get(name)
+
+    async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        self._checkpoints[checkpoint.name] = checkpoint
+
+    async def list_checkpoints(self) -> list[Checkpoint]:
+        return sorted(self._checkpoints.values(), key=lambda c: c.name)
+
+    async def delete_checkpoint(self, name: str) -> None:
+        self._checkpoints.pop(name, None)

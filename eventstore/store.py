@@ -1,0 +1,323 @@
+"""EventStore: the facade an application holds.
+
+    async with EventStore.open("sqlite:///audit.db", redact=[hook]) as store:
+        rec = await store.append(Event(type="message_sent", ...))
+
+The store owns one anyio task group (hosted by a runner task, so the store can be opened
+and closed from different tasks): the group-commit writer, the async-signal pump, the
+guardian and every subscription run in it, and closing the store stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from . import signals
+from .backends import backend_for_url
+from .backends.base import Backend
+from .codec import PreparedEvent, decode_event, digest_of, encode_event, validate
+from .cursor import CursorCodec
+from .errors import InvalidEventError, RedactionError, StoreClosedError
+from .events import Event, RecordedEvent
+from .instrument import instrumented, send_span, send_start
+from .query import Query, build_query, check_limit, check_seq
+from .redaction import RedactHook, run_hooks
+from .writer import GroupCommitWriter
+
+log = logging.getLogger("eventstore")
+
+DEFAULT_PAGE = 100
+READ_BATCH = 1_000
+
+
+class Page(msgspec.Struct, frozen=True):
+    """One page of events; `next_cursor` is None on the last page."""
+
+    events: list[RecordedEvent]
+    next_cursor: str | None
+
+
+class EventStore:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        redact: Sequence[RedactHook] = (),
+        cursor_secret: bytes | None = None,
+        max_group: int = 5_000,
+        url: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self.url = url
+        self.dispatcher = signals.Dispatcher()
+        self._hooks = tuple(redact)
+        self._cursor_secret = cursor_secret
+        self._cursors: CursorCodec | None = None
+        self._writer = GroupCommitWriter(backend, self._after_commit, max_group=max_group)
+        self._runner: asyncio.Task[None] | None = None
+        self._task_group: TaskGroup | None = None
+        self._stop = asyncio.Event()
+        self._writer_done = asyncio.Event()
+        self._open = False
+
+    @classmethod
+    def open(cls, url: str, *, redact: Sequence[RedactHook] = (), **options: Any) -> EventStore:
+        """A store for `url`; use it as `async with EventStore.open(url) as store:`.
+
+        URLs: memory://, sqlite:///relative.db, sqlite:////absolute.db (query options
+        synchronous=normal|full, busy_timeout=ms), postgresql://user@host:port/db.
+        Options: redact (hooks), cursor_secret (bytes, to share cursors across stores),
+        max_group (events per commit).
+        """
+        store_options = {k: options.pop(k) for k in ("cursor_secret", "max_group")
+                         if k in options}
+        backend = backend_for_url(url, **options)
+        return cls(backend, redact=redact, url=url, **store_options)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> Self:
+        if self._open:
+            return self
+        await self.backend.open()
+        try:
+            self._cursors = CursorCodec(self._cursor_secret or await self.backend.secret())
+            started = asyncio.Event()
+            self._runner = asyncio.create_task(self._run(started), name="eventstore-runner")
+            waiter = asyncio.ensure_future(started.wait())
+            await asyncio.wait({waiter, self._runner}, return_when=asyncio.FIRST_COMPLETED)
+            if not started.is_set():
+                waiter.cancel()
+                await self._runner  # re-raises what stopped it
+        except BaseException:
+            await self.backend.close()
+            raise
+        self._open = True
+        return self
+
+    async def _run(self, started: asyncio.Event) -> None:
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            tg.start_soon(self._run_writer)
+            tg.start_soon(self.dispatcher.pump)
+            started.set()
+            await self._stop.wait()
+            tg.cancel_scope.cancel()
+
+    async def _run_writer(self) -> None:
+        try:
+            await self._writer.run()
+        finally:
+            self._writer_done.set()
+
+    def spawn(self, func: Any, *args: Any, name: str | None = None) -> None:
+        """Run a background task in the store's task group (stopped when the store closes)."""
+        if self._task_group is None:
+            raise StoreClosedError("the store is not open")
+        self._task_group.start_soon(func, *args, name=name)
+
+    async def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        await self._before_close()
+        self._writer.close()
+        await self._writer_done.wait()
+        await self.dispatcher.drain()
+        self._stop.set()
+        if self._runner is not None:
+            await self._runner
+        self.dispatcher.discard()
+        await self.backend.close()
+
+    async def _before_close(self) -> None:
+        """Stop what depends on the store before the writer and backend go."""
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _check_open(self) -> CursorCodec:
+        if not self._open or self._cursors is None:
+            raise StoreClosedError(
+                "the store is not open; use `async with EventStore.open(url) as store:`"
+            )
+        return self._cursors
+
+    # --- appends -----------------------------------------------------------------------
+
+    async def _prepare(self, event: Any) -> PreparedEvent:
+        event = validate(event)
+        if type(event) is not Event:  # a RecordedEvent or subclass: keep the Event fields
+            event = Event(**{f: getattr(event, f) for f in Event.__struct_fields__})
+        if event.occurred_at.utcoffset():
+            event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(UTC))
+        if self._hooks:
+            event = await run_hooks(self._hooks, event)
+            try:
+                event = validate(event)
+            except InvalidEventError as exc:
+                raise RedactionError(
+                    f"a redact hook produced an invalid event ({exc}); nothing was written"
+                ) from exc
+        body = encode_event(event)
+        visible = decode_event(body)
+        return PreparedEvent(visible=visible, body=body, digest=digest_of(visible))
+
+    @instrumented("append")
+    async def append(self, event: Event) -> RecordedEvent:
+        """Append one event; an id already stored with the same content returns that event."""
+        self._check_open()
+        (recorded,) = await self._writer.submit([await self._prepare(event)])
+        return recorded
+
+    @instrumented("append_many")
+    async def append_many(self, events: Iterable[Event]) -> list[RecordedEvent]:
+        """Append several events atomically: all are written, or none is."""
+        self._check_open()
+        if isinstance(events, Event) or not isinstance(events, Iterable):
+            raise InvalidEventError("append_many() takes a list of Events")
+        prepared = [await self._prepare(event) for event in events]
+        if not prepared:
+            return []
+        return await self._writer.submit(prepared)
+
+    async def track(
+        self,
+        type: str,
+        data: dict[str, Any] | None = None,
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        occurred_at: datetime | None = None,
+    ) -> RecordedEvent:
+        """Append a custom (or built-in) event from its parts."""
+        fields: dict[str, Any] = {}
+        if occurred_at is not None:
+            fields["occurred_at"] = occurred_at
+        return await self.append(
+            Event(type=type, data=data if data is not None else {},
+                  conversation_id=conversation_id, user_id=user_id,
+                  metadata=metadata if metadata is not None else {}, **fields)
+        )
+
+    def _after_commit(self, committed: list[RecordedEvent]) -> None:
+        send = self.dispatcher.send
+        for event in committed:
+            send(signals.event_appended, self, event=event)
+
+    # --- reads -------------------------------------------------------------------------
+
+    def _reveal(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """The events as callers see them (a hook point for decryption)."""
+        return events
+
+    @instrumented("list_events")
+    async def list_events(
+        self,
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        type: str | Iterable[str] | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        limit: int = DEFAULT_PAGE,
+        cursor: str | None = None,
+    ) -> Page:
+        """One page of matching events in seq order; pass `page.next_cursor` for the next."""
+        cursors = self._check_open()
+        query = build_query(conversation_id=conversation_id, user_id=user_id, type=type,
+                            after=after, before=before)
+        limit = check_limit(limit)
+        after_seq = cursors.decode(cursor, query) if cursor is not None else 0
+        events = await self.backend.query(query, after_seq=after_seq, limit=limit + 1)
+        if len(events) > limit:
+            events = events[:limit]
+            next_cursor: str | None = cursors.encode(events[-1].seq, query)
+        else:
+            next_cursor = None
+        return Page(events=self._reveal(events), next_cursor=next_cursor)
+
+    @instrumented("count_events")
+    async def count_events(
+        self,
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        type: str | Iterable[str] | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> int:
+        self._check_open()
+        query = build_query(conversation_id=conversation_id, user_id=user_id, type=type,
+                            after=after, before=before)
+        return await self.backend.count(query)
+
+    async def head(self) -> int:
+        """The seq of the last committed event (0 for an empty log)."""
+        self._check_open()
+        return await self.backend.head()
+
+    async def read(
+        self,
+        from_seq: int = 0,
+        *,
+        type: str | Iterable[str] | None = None,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        batch_size: int = READ_BATCH,
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event with seq >= from_seq (optionally filtered), in order, paged inside.
+
+        The next page is fetched while the current one is consumed.
+        """
+        self._check_open()
+        check_seq("from_seq", from_seq)
+        batch_size = check_limit(batch_size)
+        query = build_query(conversation_id=conversation_id, user_id=user_id, type=type)
+        started = send_start(self, "read")
+        pending: asyncio.Future[list[RecordedEvent]] | None = asyncio.ensure_future(
+            self.backend.query(query, after_seq=max(from_seq - 1, 0), limit=batch_size)
+        )
+        error: BaseException | None = None
+        try:
+            while pending is not None:
+                page = await pending
+                pending = None
+                if len(page) == batch_size:
+                    pending = asyncio.ensure_future(
+                        self.backend.query(query, after_seq=page[-1].seq, limit=batch_size)
+                    )
+                for event in self._reveal(page):
+                    yield event
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if pending is not None:
+                pending.cancel()
+            send_span(self, "read", started, error)
+
+    async def query_events(self, query: Query, *, after_seq: int, limit: int) -> list[
+        RecordedEvent
+    ]:
+        """A page for an already-validated Query (used by subscriptions and projections)."""
+        self._check_open()
+        return self._reveal(await self.backend.query(query, after_seq=after_seq, limit=limit))

@@ -1,0 +1,127 @@
+"""The conformance fixture: every test that takes `store` or `open_store` runs on every
+backend. PostgreSQL tests use the server at EVENTSTORE_PG_URL (default: the local test
+database), each test in a schema of its own that is dropped afterwards. Without a server
+they skip, unless EVENTSTORE_REQUIRE_PG=1 (as in CI), where a missing server fails."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventstore import EventStore
+
+PG_URL = os.environ.get("EVENTSTORE_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("EVENTSTORE_REQUIRE_PG") == "1"
+HAVE_PG_BACKEND = importlib.util.find_spec("eventstore.backends.postgres") is not None
+BACKENDS = ["memory", "sqlite", *(["postgres"] if HAVE_PG_BACKEND else [])]
+
+_pg_state: dict[str, Any] = {}
+
+
+def pg_available() -> str | None:
+    """None if the PostgreSQL server answers, else the reason it does not."""
+    if "reason" not in _pg_state:
+        try:
+            import asyncpg
+
+            async def probe() -> None:
+                conn = await asyncpg.connect(PG_URL, timeout=5)
+                await conn.close()
+
+            asyncio.run(probe())
+            _pg_state["reason"] = None
+        except Exception as exc:  # any failure to connect means: no server here
+            _pg_state["reason"] = f"no PostgreSQL server at {PG_URL}: {exc!r}"
+    reason: str | None = _pg_state["reason"]
+    return reason
+
+
+def require_pg() -> None:
+    reason = pg_available()
+    if reason is None:
+        return
+    if REQUIRE_PG:
+        pytest.fail(f"EVENTSTORE_REQUIRE_PG=1 but {reason}")
+    pytest.skip(reason)
+
+
+async def drop_pg_schema(schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+class StoreFactory:
+    """Opens stores on one backend location; every store opened here sees the same log."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        token = uuid.uuid4().hex[:12]
+        self.pg_schema = f"es_test_{token}"
+        if kind == "memory":
+            self.url = f"memory://test-{token}"
+        elif kind == "sqlite":
+            self.url = f"sqlite:///{tmp_path / 'events.db'}"
+        else:
+            self.url = PG_URL
+        self.opened: list[EventStore] = []
+
+    def options(self) -> dict[str, Any]:
+        return {"schema": self.pg_schema} if self.kind == "postgres" else {}
+
+    def __call__(self, **options: Any) -> EventStore:
+        store = EventStore.open(self.url, **{**self.options(), **options})
+        self.opened.append(store)
+        return store
+
+    async def cleanup(self) -> None:
+        for store in self.opened:
+            await store.close()
+        if self.kind == "postgres":
+            await drop_pg_schema(self.pg_schema)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    if kind == "postgres":
+        require_pg()
+    return kind
+
+
+@pytest.fixture
+async def open_store(backend_kind: str, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    factory = StoreFactory(backend_kind, tmp_path)
+    try:
+        yield factory
+    finally:
+        await factory.cleanup()
+
+
+@pytest.fixture
+async def store(open_store: StoreFactory) -> AsyncIterator[EventStore]:
+    async with open_store() as opened:
+        yield opened
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `predicate()` holds, polling the loop; fail after `timeout` seconds."""
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"condition not met within {timeout}s") from None
