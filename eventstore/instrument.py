@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 from . import signals
 
@@ -32,7 +32,7 @@ def _connected() -> bool:
 def instrumented(
     operation: str,
 ) -> Callable[
-    [Callable[Concatenate[S, P], Awaitable[R]]], Callable[Concatenate[S, P], Awaitable[R]]
+    [Callable[Concatenate[S, P], Coroutine[Any, Any, R]]], Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
 ]:
     """Send operation_start / operation_stop / operation_exception around an async method.
 
@@ -40,8 +40,8 @@ def instrumented(
     """
 
     def decorate(
-        method: Callable[Concatenate[S, P], Awaitable[R]],
-    ) -> Callable[Concatenate[S, P], Awaitable[R]]:
+        method: Callable[Concatenate[S, P], Coroutine[Any, Any, R]],
+    ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
         @functools.wraps(method)
         async def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
             if not _connected():
@@ -63,7 +63,7 @@ def instrumented(
             )
             return result
 
-        return wrapper
+        return cast(Callable[Concatenate[S, P], Coroutine[Any, Any, R]], wrapper)
 
     return decorate
 

@@ -44,6 +44,10 @@ rebuild_progress = namespace.signal("rebuild_progress")
 _MAX_PENDING_ASYNC = 100_000
 
 
+def _name(signal: Signal) -> str:
+    return str(getattr(signal, "name", signal))
+
+
 class Dispatcher:
     """Delivers signals receiver by receiver, isolating each one's errors.
 
@@ -66,7 +70,7 @@ class Dispatcher:
                 result = receiver(sender, **kwargs)
             except Exception:
                 self.errors += 1
-                log.exception("receiver %r of signal %r raised; ignored", receiver, signal.name)
+                log.exception("receiver %r of signal %s raised; ignored", receiver, _name(signal))
                 continue
             if inspect.isawaitable(result):
                 self._enqueue(result, receiver, signal)
@@ -76,8 +80,8 @@ class Dispatcher:
             self.dropped += 1
             if inspect.iscoroutine(awaitable):
                 awaitable.close()
-            log.error("async receiver %r of %r is too slow; dropped a delivery", receiver,
-                      signal.name)
+            log.error("async receiver %r of %s is too slow; dropped a delivery", receiver,
+                      _name(signal))
             return
         self._pending.append(awaitable)
         self._wakeup.set()

@@ -26,11 +26,12 @@ from .backends import backend_for_url
 from .backends.base import Backend
 from .codec import PreparedEvent, decode_event, digest_of, encode_event, validate
 from .cursor import CursorCodec
-from .errors import InvalidEventError, RedactionError, StoreClosedError
+from .errors import InvalidEventError, RedactionError, StoreClosedError, SubscriptionError
 from .events import Event, RecordedEvent
 from .instrument import instrumented, send_span, send_start
 from .query import Query, build_query, check_limit, check_seq
 from .redaction import RedactHook, run_hooks
+from .subscriptions import Guardian, Handler, Subscription
 from .writer import GroupCommitWriter
 
 log = logging.getLogger("eventstore")
@@ -54,6 +55,7 @@ class EventStore:
         redact: Sequence[RedactHook] = (),
         cursor_secret: bytes | None = None,
         max_group: int = 5_000,
+        guardian_interval: float = 30.0,
         url: str | None = None,
     ) -> None:
         self.backend = backend
@@ -68,6 +70,8 @@ class EventStore:
         self._stop = asyncio.Event()
         self._writer_done = asyncio.Event()
         self._open = False
+        self._subscriptions: list[Subscription] = []
+        self.guardian = Guardian(self, interval=guardian_interval)
 
     @classmethod
     def open(cls, url: str, *, redact: Sequence[RedactHook] = (), **options: Any) -> EventStore:
@@ -76,10 +80,10 @@ class EventStore:
         URLs: memory://, sqlite:///relative.db, sqlite:////absolute.db (query options
         synchronous=normal|full, busy_timeout=ms), postgresql://user@host:port/db.
         Options: redact (hooks), cursor_secret (bytes, to share cursors across stores),
-        max_group (events per commit).
+        max_group (events per commit), guardian_interval (seconds between guardian ticks).
         """
-        store_options = {k: options.pop(k) for k in ("cursor_secret", "max_group")
-                         if k in options}
+        store_options = {k: options.pop(k) for k in
+                         ("cursor_secret", "max_group", "guardian_interval") if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
 
@@ -102,6 +106,9 @@ class EventStore:
             await self.backend.close()
             raise
         self._open = True
+        listen = getattr(self.backend, "listen", None)
+        if listen is not None:  # other processes' commits wake our subscriptions
+            await listen(self._on_remote_head)
         return self
 
     async def _run(self, started: asyncio.Event) -> None:
@@ -109,6 +116,7 @@ class EventStore:
             self._task_group = tg
             tg.start_soon(self._run_writer)
             tg.start_soon(self.dispatcher.pump)
+            tg.start_soon(self.guardian.run)
             started.set()
             await self._stop.wait()
             tg.cancel_scope.cancel()
@@ -126,10 +134,12 @@ class EventStore:
         self._task_group.start_soon(func, *args, name=name)
 
     async def close(self) -> None:
+        """Stop subscriptions and the guardian, commit what is queued, release the backend."""
         if not self._open:
             return
+        for subscription in list(self._subscriptions):
+            await subscription.stop()
         self._open = False
-        await self._before_close()
         self._writer.close()
         await self._writer_done.wait()
         await self.dispatcher.drain()
@@ -138,9 +148,6 @@ class EventStore:
             await self._runner
         self.dispatcher.discard()
         await self.backend.close()
-
-    async def _before_close(self) -> None:
-        """Stop what depends on the store before the writer and backend go."""
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -321,3 +328,72 @@ class EventStore:
         """A page for an already-validated Query (used by subscriptions and projections)."""
         self._check_open()
         return self._reveal(await self.backend.query(query, after_seq=after_seq, limit=limit))
+
+    # --- subscriptions -----------------------------------------------------------------
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        """The subscriptions running in this store."""
+        return list(self._subscriptions)
+
+    def _forget(self, subscription: Subscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    def _on_remote_head(self, head: int) -> None:
+        for subscription in self._subscriptions:
+            if subscription.position < head and not subscription._queue:
+                subscription.nudge()
+
+    @instrumented("subscribe")
+    async def subscribe(
+        self,
+        handler: Handler,
+        *,
+        name: str | None = None,
+        types: str | Iterable[str] | None = None,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        from_seq: int = 0,
+        max_attempts: int = 5,
+        backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        queue_size: int = 10_000,
+        checkpoint_every: int = 100,
+        checkpoint_interval: float = 1.0,
+    ) -> Subscription:
+        """Call `handler(event)` for every matching event, in seq order, at least once.
+
+        With a `name` the subscription is durable: it resumes after its stored checkpoint
+        (ignoring `from_seq`), in this process or another. Without one it starts at
+        `from_seq` (default: the beginning of the log) and keeps no checkpoint.
+        """
+        self._check_open()
+        if not callable(handler):
+            raise SubscriptionError("subscribe() needs a callable handler(event)")
+        if name is not None and not (isinstance(name, str) and name):
+            raise SubscriptionError("a subscription name must be a non-empty string")
+        if max_attempts < 1 or queue_size < 1 or checkpoint_every < 1:
+            raise SubscriptionError("max_attempts, queue_size and checkpoint_every must be >= 1")
+        check_seq("from_seq", from_seq)
+        query = build_query(type=types, conversation_id=conversation_id, user_id=user_id)
+        if name is not None and any(s.name == name for s in self._subscriptions):
+            raise SubscriptionError(
+                f"a subscription named {name!r} is already running in this store; stop it "
+                "first or pick another name"
+            )
+        position = max(from_seq - 1, 0)
+        if name is not None:
+            checkpoint = await self.backend.load_checkpoint(name)
+            if checkpoint is not None:
+                position = checkpoint.position
+        subscription = Subscription(
+            self, handler, name=name, query=query, position=position,
+            max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff,
+            queue_size=queue_size, checkpoint_every=checkpoint_every,
+            checkpoint_interval=checkpoint_interval,
+        )
+        self._subscriptions.append(subscription)
+        subscription.connect()
+        subscription.start()
+        return subscription

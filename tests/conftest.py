@@ -115,13 +115,16 @@ async def store(open_store: StoreFactory) -> AsyncIterator[EventStore]:
         yield opened
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until `predicate()` holds, polling the loop; fail after `timeout` seconds."""
+async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until `predicate()` holds; fail after `within` seconds.
+
+    For state that other tasks change without an event to wait on (a handler's list, a
+    subscription's position): it re-checks on each short yield, never sleeps a guess."""
     async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.005)
+        while not predicate():  # noqa: ASYNC110 - the predicate has no event to await
+            await asyncio.sleep(0.002)
 
     try:
-        await asyncio.wait_for(poll(), timeout)
+        await asyncio.wait_for(poll(), within)
     except TimeoutError:
-        raise AssertionError(f"condition not met within {timeout}s") from None
+        raise AssertionError(f"condition not met within {within}s") from None

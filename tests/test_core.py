@@ -603,4 +603,4 @@ def test_unknown_url_scheme_is_a_clear_error() -> None:
 
 async def test_wait_for_helper_times_out() -> None:
     with pytest.raises(AssertionError):
-        await wait_for(lambda: False, timeout=0.05)
+        await wait_for(lambda: False, within=0.05)

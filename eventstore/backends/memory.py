@@ -12,7 +12,6 @@ from ..events import RecordedEvent
 from ..query import Query
 from .base import Checkpoint, Outcome, StoredId, plan_group, request_ids
 
-
 _NAMED: dict[str, MemoryBackend] = {}
 
 
