@@ -19,6 +19,7 @@ class _HasDispatcher(Protocol):
 
 
 S = TypeVar("S", bound=_HasDispatcher)
+Method = Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
 
 
 def _connected() -> bool:
@@ -29,19 +30,13 @@ def _connected() -> bool:
     )
 
 
-def instrumented(
-    operation: str,
-) -> Callable[
-    [Callable[Concatenate[S, P], Coroutine[Any, Any, R]]], Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
-]:
+def instrumented(operation: str) -> Callable[[Method[S, P, R]], Method[S, P, R]]:
     """Send operation_start / operation_stop / operation_exception around an async method.
 
     With no receiver connected this costs one truthiness check per call.
     """
 
-    def decorate(
-        method: Callable[Concatenate[S, P], Coroutine[Any, Any, R]],
-    ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    def decorate(method: Method[S, P, R]) -> Method[S, P, R]:
         @functools.wraps(method)
         async def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
             if not _connected():
@@ -63,7 +58,7 @@ def instrumented(
             )
             return result
 
-        return cast(Callable[Concatenate[S, P], Coroutine[Any, Any, R]], wrapper)
+        return cast(Method[S, P, R], wrapper)
 
     return decorate
 
