@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import msgspec
@@ -26,13 +26,24 @@ from .backends import backend_for_url
 from .backends.base import Backend
 from .codec import PreparedEvent, decode_event, digest_of, encode_event, validate
 from .cursor import CursorCodec
-from .errors import InvalidEventError, RedactionError, StoreClosedError, SubscriptionError
+from .errors import (
+    InvalidEventError,
+    InvalidQueryError,
+    RedactionError,
+    StoreClosedError,
+    SubscriptionError,
+)
 from .events import Event, RecordedEvent
 from .instrument import instrumented, send_span, send_start
 from .query import Query, build_query, check_limit, check_seq
 from .redaction import RedactHook, run_hooks
 from .subscriptions import Guardian, Handler, Subscription
 from .writer import GroupCommitWriter
+
+if TYPE_CHECKING:
+    from decimal import Decimal
+
+    from .pricing import PricingProvider
 
 log = logging.getLogger("eventstore")
 
@@ -56,12 +67,14 @@ class EventStore:
         cursor_secret: bytes | None = None,
         max_group: int = 5_000,
         guardian_interval: float = 30.0,
+        pricing: PricingProvider | None = None,
         url: str | None = None,
     ) -> None:
         self.backend = backend
         self.url = url
         self.dispatcher = signals.Dispatcher()
         self._hooks = tuple(redact)
+        self._pricing = pricing
         self._cursor_secret = cursor_secret
         self._cursors: CursorCodec | None = None
         self._writer = GroupCommitWriter(backend, self._after_commit, max_group=max_group)
@@ -80,10 +93,12 @@ class EventStore:
         URLs: memory://, sqlite:///relative.db, sqlite:////absolute.db (query options
         synchronous=normal|full, busy_timeout=ms), postgresql://user@host:port/db.
         Options: redact (hooks), cursor_secret (bytes, to share cursors across stores),
-        max_group (events per commit), guardian_interval (seconds between guardian ticks).
+        max_group (events per commit), guardian_interval (seconds between guardian ticks),
+        pricing (a PricingProvider for record_cost; default: the genai-prices dataset).
         """
         store_options = {k: options.pop(k) for k in
-                         ("cursor_secret", "max_group", "guardian_interval") if k in options}
+                         ("cursor_secret", "max_group", "guardian_interval", "pricing")
+                         if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
 
@@ -397,3 +412,111 @@ class EventStore:
         subscription.connect()
         subscription.start()
         return subscription
+
+    # --- costs -------------------------------------------------------------------------
+
+    @property
+    def pricing(self) -> PricingProvider:
+        if self._pricing is None:
+            from .pricing import default_pricing
+
+            self._pricing = default_pricing()
+        return self._pricing
+
+    @instrumented("record_cost")
+    async def record_cost(
+        self,
+        *,
+        provider: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        latency_ms: float | None = None,
+        metadata: dict[str, Any] | None = None,
+        pricing: PricingProvider | None = None,
+        occurred_at: datetime | None = None,
+    ) -> RecordedEvent:
+        """Price an LLM call and append it as a `cost_recorded` event.
+
+        `input_tokens` is the whole input, cached tokens included (OpenTelemetry's
+        convention; for Anthropic add cache_read and cache_creation input tokens). An
+        unknown model raises UnknownModelError and records nothing: never a $0 row.
+        """
+        from .cost_records import cost_event
+
+        self._check_open()
+        event = cost_event(
+            pricing or self.pricing, conversation_id=conversation_id, user_id=user_id,
+            provider=provider, model=model, input_tokens=input_tokens,
+            output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
+            cache_write_tokens=cache_write_tokens, latency_ms=latency_ms, metadata=metadata,
+            occurred_at=occurred_at or datetime.now(UTC),
+        )
+        return await self.append(event)
+
+    async def _cost_events(
+        self,
+        *,
+        conversation_id: str | None,
+        user_id: str | None,
+        provider: str | None,
+        model: str | None,
+        after: datetime | None,
+        before: datetime | None,
+    ) -> AsyncIterator[RecordedEvent]:
+        from .cost_records import matches
+
+        query = build_query(conversation_id=conversation_id, user_id=user_id,
+                            type="cost_recorded", after=after, before=before)
+        for name, value in (("provider", provider), ("model", model)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidQueryError(f"{name}= must be a string or None")
+        after_seq = 0
+        while True:
+            page = await self.query_events(query, after_seq=after_seq, limit=READ_BATCH)
+            for event in page:
+                if matches(event, provider, model):
+                    yield event
+            if len(page) < READ_BATCH:
+                return
+            after_seq = page[-1].seq
+
+    @instrumented("sum_cost")
+    async def sum_cost(
+        self,
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> Decimal:
+        """The exact total cost of the matching cost records (filters combine with AND)."""
+        from .cost_records import total
+
+        self._check_open()
+        return total([e async for e in self._cost_events(
+            conversation_id=conversation_id, user_id=user_id, provider=provider, model=model,
+            after=after, before=before)])
+
+    @instrumented("get_cost_records")
+    async def get_cost_records(
+        self,
+        conversation_id: str | None = None,
+        *,
+        user_id: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        """The cost_recorded events of a conversation (or matching the filters), in order."""
+        self._check_open()
+        return [e async for e in self._cost_events(
+            conversation_id=conversation_id, user_id=user_id, provider=provider, model=model,
+            after=after, before=before)]

@@ -1,0 +1,103 @@
+"""Subscription figures: append-to-handler latency and catch-up throughput.
+
+    python benchmarks/subscribe.py [--events 10000] [--behind 100000]
+
+Latency: 10 producer tasks append `--events` events in all, each awaiting its own append
+(an app under load); every handler notes the time from the append call to the moment it
+runs. Reported as p50 / p99 for one subscriber and for ten. Catch-up: a subscriber starts
+`--behind` events behind the head and we time until its position reaches the head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from eventstore import Event, EventStore, RecordedEvent
+
+PRODUCERS = 10
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+
+async def latency(url: str, events: int, subscribers: int) -> tuple[float, float]:
+    samples: list[float] = []
+    done = asyncio.Event()
+    expected = events * subscribers
+
+    def handler(event: RecordedEvent) -> None:
+        samples.append(time.perf_counter() - event.data["t"])
+        if len(samples) == expected:
+            done.set()
+
+    async with EventStore.open(url) as store:
+        for i in range(subscribers):
+            await store.subscribe(handler, name=f"latency-{i}")
+
+        async def produce(n: int) -> None:
+            for _ in range(n):
+                await store.append(Event(type="bench", data={"t": time.perf_counter(),
+                                                             "pad": "x" * 120}))
+
+        await asyncio.gather(*(produce(events // PRODUCERS) for _ in range(PRODUCERS)))
+        await asyncio.wait_for(done.wait(), 120)
+    millis = [s * 1000 for s in samples]
+    return percentile(millis, 0.50), percentile(millis, 0.99)
+
+
+async def catch_up(url: str, behind: int, durable: bool) -> float:
+    async with EventStore.open(url) as store:
+        head = await store.head()
+        for start in range(head, behind, 1000):
+            await store.append_many([Event(type="bench", conversation_id=f"c{i % 50}",
+                                           data={"i": i, "pad": "x" * 120})
+                                     for i in range(start, min(start + 1000, behind))])
+        head = await store.head()
+        reached = asyncio.Event()
+        count = 0
+
+        def handler(event: RecordedEvent) -> None:
+            nonlocal count
+            count += 1
+            if event.seq == head:
+                reached.set()
+
+        started = time.perf_counter()
+        await store.subscribe(handler, name="catch-up" if durable else None)
+        await asyncio.wait_for(reached.wait(), 300)
+        elapsed = time.perf_counter() - started
+        assert count == head
+    return head / elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--behind", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"append-to-handler latency, {args.events} events from {PRODUCERS} producers")
+        for label in ("memory", "sqlite"):
+            for subs in (1, 10):
+                url = "memory://" if label == "memory" else \
+                    f"sqlite:///{Path(tmp) / f'latency-{subs}.db'}"
+                p50, p99 = await latency(url, args.events, subs)
+                print(f"  {label:7} {subs:2} subscriber(s): p50 {p50:6.2f} ms   p99 {p99:6.2f} ms")
+        print(f"catch-up of a subscriber {args.behind} events behind")
+        for label in ("memory", "sqlite"):
+            for durable in (False, True):
+                url = "memory://catchup" if label == "memory" else \
+                    f"sqlite:///{Path(tmp) / 'catchup.db'}"
+                rate = await catch_up(url, args.behind, durable)
+                kind = "durable  " if durable else "anonymous"
+                print(f"  {label:7} {kind}: {rate:10,.0f} events/s")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
