@@ -43,6 +43,7 @@ from .writer import GroupCommitWriter
 if TYPE_CHECKING:
     from decimal import Decimal
 
+    from .encryption import Encryption
     from .pricing import PricingProvider
 
 log = logging.getLogger("eventstore")
@@ -68,6 +69,7 @@ class EventStore:
         max_group: int = 5_000,
         guardian_interval: float = 30.0,
         pricing: PricingProvider | None = None,
+        encryption: Encryption | None = None,
         url: str | None = None,
     ) -> None:
         self.backend = backend
@@ -75,6 +77,7 @@ class EventStore:
         self.dispatcher = signals.Dispatcher()
         self._hooks = tuple(redact)
         self._pricing = pricing
+        self.encryption = encryption
         self._cursor_secret = cursor_secret
         self._cursors: CursorCodec | None = None
         self._writer = GroupCommitWriter(backend, self._after_commit, max_group=max_group)
@@ -94,11 +97,12 @@ class EventStore:
         synchronous=normal|full, busy_timeout=ms), postgresql://user@host:port/db.
         Options: redact (hooks), cursor_secret (bytes, to share cursors across stores),
         max_group (events per commit), guardian_interval (seconds between guardian ticks),
-        pricing (a PricingProvider for record_cost; default: the genai-prices dataset).
+        pricing (a PricingProvider for record_cost; default: the genai-prices dataset),
+        encryption (an Encryption: personal fields encrypted per user, see forget_user).
         """
         store_options = {k: options.pop(k) for k in
-                         ("cursor_secret", "max_group", "guardian_interval", "pricing")
-                         if k in options}
+                         ("cursor_secret", "max_group", "guardian_interval", "pricing",
+                          "encryption") if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
 
@@ -109,6 +113,8 @@ class EventStore:
             return self
         await self.backend.open()
         try:
+            if self.encryption is not None:
+                await self.encryption.bind(self.backend)
             self._cursors = CursorCodec(self._cursor_secret or await self.backend.secret())
             started = asyncio.Event()
             self._runner = asyncio.create_task(self._run(started), name="eventstore-runner")
@@ -200,13 +206,15 @@ class EventStore:
                 ) from exc
         body = encode_event(event)
         visible = decode_event(body)
+        if self.encryption is not None:  # what is stored differs from what callers see
+            body = encode_event(await self.encryption.seal(visible))
         return PreparedEvent(visible=visible, body=body, digest=digest_of(visible))
 
     @instrumented("append")
     async def append(self, event: Event) -> RecordedEvent:
         """Append one event; an id already stored with the same content returns that event."""
         self._check_open()
-        (recorded,) = await self._writer.submit([await self._prepare(event)])
+        (recorded,) = await self._reveal(await self._writer.submit([await self._prepare(event)]))
         return recorded
 
     @instrumented("append_many")
@@ -218,7 +226,7 @@ class EventStore:
         prepared = [await self._prepare(event) for event in events]
         if not prepared:
             return []
-        return await self._writer.submit(prepared)
+        return await self._reveal(await self._writer.submit(prepared))
 
     async def track(
         self,
@@ -247,9 +255,12 @@ class EventStore:
 
     # --- reads -------------------------------------------------------------------------
 
-    def _reveal(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
-        """The events as callers see them (a hook point for decryption)."""
-        return events
+    async def _reveal(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """The events as callers see them: personal fields decrypted, or erased once their
+        user was forgotten. Without encryption, the stored events as they are."""
+        if self.encryption is None or not events:
+            return events
+        return await self.encryption.open_events(events)
 
     @instrumented("list_events")
     async def list_events(
@@ -275,7 +286,7 @@ class EventStore:
             next_cursor: str | None = cursors.encode(events[-1].seq, query)
         else:
             next_cursor = None
-        return Page(events=self._reveal(events), next_cursor=next_cursor)
+        return Page(events=await self._reveal(events), next_cursor=next_cursor)
 
     @instrumented("count_events")
     async def count_events(
@@ -327,7 +338,7 @@ class EventStore:
                     pending = asyncio.ensure_future(
                         self.backend.query(query, after_seq=page[-1].seq, limit=batch_size)
                     )
-                for event in self._reveal(page):
+                for event in await self._reveal(page):
                     yield event
         except BaseException as exc:
             error = exc
@@ -342,7 +353,9 @@ class EventStore:
     ]:
         """A page for an already-validated Query (used by subscriptions and projections)."""
         self._check_open()
-        return self._reveal(await self.backend.query(query, after_seq=after_seq, limit=limit))
+        return await self._reveal(
+            await self.backend.query(query, after_seq=after_seq, limit=limit)
+        )
 
     # --- subscriptions -----------------------------------------------------------------
 

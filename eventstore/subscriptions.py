@@ -247,13 +247,15 @@ class Subscription:
         await self._maybe_checkpoint()
 
     async def _give_up(self, event: RecordedEvent, exc: Exception) -> None:
-        self.status = Status.FAILED
-        self.failed_event = event
         log.error("subscription %s failed on event %s after %d attempts: %r",
                   self.name, event.seq, self.max_attempts, exc)
         self.disconnect()
         if self.durable:
             await self.save_checkpoint()
+        # Marked failed only once the checkpoint is saved, so whoever sees FAILED also
+        # sees the position it failed at persisted.
+        self.failed_event = event
+        self.status = Status.FAILED
         self.store.dispatcher.send(signals.subscription_failed, self.store, subscription=self,
                                    event=event, exception=exc)
         raise _HandlerGaveUp from exc

@@ -150,7 +150,7 @@ async def test_always_failing_handler_ends_failed_and_others_keep_going(
 
 
 async def test_guardian_repairs_cleared_receivers_and_replays_in_order(
-    store: EventStore,
+    store: EventStore, backend_kind: str
 ) -> None:
     seen: list[int] = []
     repairs: list[str] = []
@@ -163,7 +163,9 @@ async def test_guardian_repairs_cleared_receivers_and_replays_in_order(
     await wait_for(lambda: len(seen) == 3)
     signals.event_appended.receivers.clear()
     missed = [await store.append(e) for e in mixed(10)]
-    assert not sub.connected and len(seen) == 3
+    assert not sub.connected
+    if backend_kind != "postgres":  # there LISTEN/NOTIFY also wakes it, signal or not
+        assert len(seen) == 3
     signals.guardian_repair.connect(on_repair, sender=store)
     try:
         made = await store.guardian.check()
