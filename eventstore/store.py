@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import anyio
 import msgspec
@@ -45,11 +45,15 @@ if TYPE_CHECKING:
 
     from .encryption import Encryption
     from .pricing import PricingProvider
+    from .projections.base import Projection
+
+    P = TypeVar("P", bound=Projection)
 
 log = logging.getLogger("eventstore")
 
 DEFAULT_PAGE = 100
 READ_BATCH = 1_000
+PROGRESS_EVERY = 10_000
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -405,26 +409,103 @@ class EventStore:
             raise SubscriptionError("max_attempts, queue_size and checkpoint_every must be >= 1")
         check_seq("from_seq", from_seq)
         query = build_query(type=types, conversation_id=conversation_id, user_id=user_id)
-        if name is not None and any(s.name == name for s in self._subscriptions):
-            raise SubscriptionError(
-                f"a subscription named {name!r} is already running in this store; stop it "
-                "first or pick another name"
-            )
+        self._check_name_free(name)
         position = max(from_seq - 1, 0)
         if name is not None:
             checkpoint = await self.backend.load_checkpoint(name)
             if checkpoint is not None:
                 position = checkpoint.position
-        subscription = Subscription(
+        return self._launch(Subscription(
             self, handler, name=name, query=query, position=position,
             max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff,
             queue_size=queue_size, checkpoint_every=checkpoint_every,
             checkpoint_interval=checkpoint_interval,
-        )
+        ))
+
+    def _check_name_free(self, name: str | None) -> None:
+        if name is not None and any(s.name == name for s in self._subscriptions):
+            raise SubscriptionError(
+                f"a subscription named {name!r} is already running in this store; stop it "
+                "first or pick another name"
+            )
+
+    def _launch(self, subscription: Subscription) -> Subscription:
         self._subscriptions.append(subscription)
         subscription.connect()
         subscription.start()
         return subscription
+
+    # --- projections -------------------------------------------------------------------
+
+    @instrumented("rebuild")
+    async def rebuild(self, projection: P, *more: Projection) -> P:
+        """Reset the projections and replay the log into them from seq 0, in one pass.
+
+        Sends `rebuild_progress` every PROGRESS_EVERY events (and once at the end).
+        Returns the first projection.
+        """
+        self._check_open()
+        projections = (projection, *more)
+        wanted: set[str] | None = set()
+        for p in projections:
+            p.reset()
+            if p.types is None or wanted is None:
+                wanted = None
+            else:
+                wanted |= p.types
+        head = await self.backend.head()
+        applies = [p.apply_event for p in projections]
+        done = 0
+        async for event in self.read(0, type=wanted):
+            for apply in applies:
+                apply(event)
+            done += 1
+            if done % PROGRESS_EVERY == 0:
+                self.dispatcher.send(signals.rebuild_progress, self, projection=projection,
+                                     position=event.seq, head=max(head, event.seq))
+        self.dispatcher.send(signals.rebuild_progress, self, projection=projection,
+                             position=head, head=head)
+        return projection
+
+    @instrumented("project")
+    async def project(
+        self,
+        projection: Projection,
+        *,
+        name: str | None = None,
+        snapshot_every: int = 10_000,
+        snapshot_interval: float = 5.0,
+        max_attempts: int = 5,
+    ) -> Subscription:
+        """Keep `projection` live through a durable subscription.
+
+        Its checkpoint carries a snapshot of the projection's state, saved every
+        `snapshot_every` events, after `snapshot_interval` idle seconds and on stop, so a
+        restart resumes from the snapshot instead of replaying the log. A snapshot of
+        another projection version (or a corrupt one) is discarded: the projection is
+        rebuilt from seq 0.
+        """
+        from .projections.base import SnapshotError
+
+        self._check_open()
+        key = name or f"projection:{projection.name}"
+        self._check_name_free(key)
+        projection.reset()
+        position = 0
+        checkpoint = await self.backend.load_checkpoint(key)
+        if checkpoint is not None and checkpoint.state is not None:
+            try:
+                projection.restore(checkpoint.state)
+                position = checkpoint.position
+            except SnapshotError as exc:
+                log.warning("projection %s: %s; rebuilding from seq 0", key, exc)
+                projection.reset()
+        types = build_query(type=projection.types)
+        return self._launch(Subscription(
+            self, projection.apply_event, name=key, query=types, position=position,
+            max_attempts=max_attempts, checkpoint_every=snapshot_every,
+            checkpoint_interval=snapshot_interval, snapshot=projection.snapshot,
+        ))
 
     # --- costs -------------------------------------------------------------------------
 

@@ -74,8 +74,10 @@ class Subscription:
         queue_size: int = 10_000,
         checkpoint_every: int = 100,
         checkpoint_interval: float = 1.0,
+        snapshot: Callable[[], bytes] | None = None,
     ) -> None:
         self.store = store
+        self.snapshot = snapshot
         self.handler = handler
         self.name = name
         self.query = query
@@ -268,7 +270,10 @@ class Subscription:
         if self.name is None or self.position == self._saved_position:
             return
         position = self.position
-        await self.store.backend.save_checkpoint(Checkpoint(name=self.name, position=position))
+        state = self.snapshot() if self.snapshot is not None else None
+        await self.store.backend.save_checkpoint(
+            Checkpoint(name=self.name, position=position, state=state)
+        )
         self._saved_position = position
         self._saved_at = time.monotonic()
 
