@@ -454,17 +454,28 @@ class EventStore:
             else:
                 wanted |= p.types
         head = await self.backend.head()
-        applies = [p.apply_event for p in projections]
-        done = 0
+        # A fresh replay is in order and never repeats, so each event goes straight to the
+        # apply() of the projections that take its type: no per-event position check.
+        routes: dict[str, list[Any]] = {}
+        everything = [p.apply for p in projections if p.types is None]
+        done = last = 0
         async for event in self.read(0, type=wanted):
+            applies = routes.get(event.type)
+            if applies is None:
+                applies = routes[event.type] = everything + [
+                    p.apply for p in projections if p.types and event.type in p.types
+                ]
             for apply in applies:
                 apply(event)
+            last = event.seq
             done += 1
             if done % PROGRESS_EVERY == 0:
                 self.dispatcher.send(signals.rebuild_progress, self, projection=projection,
-                                     position=event.seq, head=max(head, event.seq))
+                                     position=last, head=max(head, last))
+        for p in projections:
+            p.position = max(head, last)
         self.dispatcher.send(signals.rebuild_progress, self, projection=projection,
-                             position=head, head=head)
+                             position=max(head, last), head=max(head, last))
         return projection
 
     @instrumented("project")
