@@ -43,7 +43,10 @@ from .writer import GroupCommitWriter
 if TYPE_CHECKING:
     from decimal import Decimal
 
+    import polars as pl
+
     from .encryption import Encryption
+    from .integrations.context import ConversationScope
     from .pricing import PricingProvider
     from .projections.base import Projection
 
@@ -251,6 +254,35 @@ class EventStore:
                   conversation_id=conversation_id, user_id=user_id,
                   metadata=metadata if metadata is not None else {}, **fields)
         )
+
+    def conversation(
+        self, conversation_id: str, user_id: str | None = None, **metadata: Any
+    ) -> ConversationScope:
+        """Attribute the LLM calls made inside `with` / `async with` to a conversation.
+
+        Instrumented clients (eventstore.integrations) use these ids when they were given
+        none of their own; `metadata` is added to the events they record. The scope is a
+        ContextVar: it follows tasks and `asyncio.to_thread`, never leaks across requests.
+        """
+        from .integrations.context import ConversationScope
+
+        return ConversationScope(conversation_id, user_id, **metadata)
+
+    async def to_polars(
+        self,
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        type: str | Iterable[str] | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> pl.DataFrame:
+        """The matching events as a polars DataFrame, one row per event (needs the
+        `polars` extra); columns in eventstore.integrations.polars."""
+        from .integrations.polars import to_polars
+
+        return await to_polars(self, conversation_id=conversation_id, user_id=user_id,
+                               type=type, after=after, before=before)
 
     def _after_commit(self, committed: list[RecordedEvent]) -> None:
         send = self.dispatcher.send

@@ -1,0 +1,27 @@
+"""Record LLM calls made through the official SDKs, and export the log to polars.
+
+    from eventstore.integrations import instrument_openai, instrument_anthropic
+    client = instrument_openai(OpenAI(), store)
+    with store.conversation("c1", user_id="u1"):
+        client.chat.completions.create(model="gpt-4o", messages=[...])
+
+The SDKs stay optional: importing this package imports none of them; each
+`instrument_*` function imports its SDK when called. `stats` counts calls and every
+record that could not be written (recording never fails the caller's request).
+"""
+
+from ._recording import LLM_ERROR, IntegrationStats, stats
+from .anthropic import instrument_anthropic
+from .context import Attribution, ConversationScope, current_attribution
+from .openai import instrument_openai
+
+__all__ = [
+    "LLM_ERROR",
+    "Attribution",
+    "ConversationScope",
+    "IntegrationStats",
+    "current_attribution",
+    "instrument_anthropic",
+    "instrument_openai",
+    "stats",
+]
