@@ -1,0 +1,109 @@
+"""`eventstore costs`: exact totals of the cost records, grouped one way.
+
+Summed from the log page by page rather than from ConversationCosts, because the period
+(--after/--before) bounds when a cost was recorded, which the projection does not keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC
+from decimal import Decimal
+
+from rich.table import Table
+from rich.text import Text
+
+from .cli_base import Filters, pages
+from .cli_render import EXACT, ZERO, cost_of, fmt_key, fmt_money
+from .events import RecordedEvent
+from .store import EventStore
+
+GROUPS = ("user", "model", "provider", "day", "conversation")
+
+
+@dataclass
+class CostGroup:
+    key: str | None
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_cost: Decimal = ZERO
+
+    def add(self, event: RecordedEvent, cost: Decimal) -> None:
+        self.calls += 1
+        self.input_tokens += _tokens(event, "input_tokens")
+        self.output_tokens += _tokens(event, "output_tokens")
+        self.total_cost = EXACT.add(self.total_cost, cost)
+
+
+@dataclass
+class CostTotals:
+    by: str
+    groups: dict[str | None, CostGroup] = field(default_factory=dict)
+    total: CostGroup = field(default_factory=lambda: CostGroup(None))
+    skipped: int = 0
+
+    def ordered(self, top: int | None) -> list[CostGroup]:
+        """Days in calendar order; anything else, or any --top, most expensive first."""
+        rows = list(self.groups.values())
+        if self.by == "day" and top is None:
+            rows.sort(key=lambda g: g.key or "")
+        else:
+            rows.sort(key=lambda g: (-g.total_cost, g.key is not None, g.key or ""))
+        return rows[:top] if top is not None else rows
+
+
+def _tokens(event: RecordedEvent, name: str) -> int:
+    value = event.data.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def group_key(event: RecordedEvent, by: str) -> str | None:
+    if by == "user":
+        return event.user_id
+    if by == "conversation":
+        return event.conversation_id
+    if by == "day":  # the day the call happened, as ConversationCosts buckets it
+        return event.occurred_at.astimezone(UTC).date().isoformat()
+    value = event.data.get(by)  # provider or model
+    return value if isinstance(value, str) else None
+
+
+async def cost_totals(store: EventStore, f: Filters, by: str, *, provider: str | None,
+                      model: str | None) -> CostTotals:
+    totals = CostTotals(by)
+    async for page in pages(store, f):
+        for event in page:
+            data = event.data
+            # As sum_cost filters; not imported from cost_records, which would load the
+            # pricing dataset into every run of the command.
+            if (provider is not None and data.get("provider") != provider) or (
+                model is not None and data.get("model") != model
+            ):
+                continue
+            cost = cost_of(event)
+            if cost is None:
+                totals.skipped += 1
+                continue
+            key = group_key(event, by)
+            group = totals.groups.get(key)
+            if group is None:
+                group = totals.groups[key] = CostGroup(key)
+            group.add(event, cost)
+            totals.total.add(event, cost)
+    return totals
+
+
+def costs_table(totals: CostTotals, rows: list[CostGroup]) -> Table:
+    grand = totals.total
+    table = Table(box=None, header_style="bold", pad_edge=False, show_footer=True,
+                  footer_style="bold")
+    table.add_column(totals.by, footer="total")
+    table.add_column("calls", justify="right", footer=str(grand.calls))
+    table.add_column("input tokens", justify="right", footer=str(grand.input_tokens))
+    table.add_column("output tokens", justify="right", footer=str(grand.output_tokens))
+    table.add_column("cost", justify="right", footer=fmt_money(grand.total_cost))
+    for g in rows:
+        table.add_row(Text(fmt_key(g.key)), str(g.calls), str(g.input_tokens),
+                      str(g.output_tokens), fmt_money(g.total_cost))
+    return table

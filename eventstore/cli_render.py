@@ -1,0 +1,218 @@
+"""How the `eventstore` command shows events to a person: one-line summaries, times,
+money, and the conversation transcript. Machine output (JSON, CSV, Parquet) lives in
+cli.py and cli_export.py; nothing here is meant to be parsed back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Context, Decimal, InvalidOperation
+from typing import Any
+
+import msgspec
+from rich.table import Table
+from rich.text import Text
+
+from .events import (
+    CONVERSATION_CREATED,
+    COST_RECORDED,
+    MEMORY_TRIMMED,
+    MESSAGE_SENT,
+    POLICY_VIOLATION,
+    RecordedEvent,
+)
+
+# Money sums never round: 100 significant digits is far beyond any real bill, and a fixed
+# context keeps totals independent of whatever the ambient decimal context is.
+EXACT = Context(prec=100)
+ZERO = Decimal(0)
+
+_json = msgspec.json.Encoder(decimal_format="string")
+
+
+def compact_json(value: Any) -> str:
+    return _json.encode(value).decode()
+
+
+def fmt_time(moment: datetime | None) -> str:
+    """Seconds are what a person scans for; the exact time is in the JSON output."""
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def iso(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds, as msgspec writes it, so it parses back exactly."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def fmt_money(amount: Decimal) -> str:
+    """Every significant digit of the amount (never rounded, never in exponent form), at
+    least cents: $0.0060000 and $0.006 are the same money, and the shorter one reads."""
+    text = format(amount, "f")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.rstrip('0').ljust(2, '0')}"
+
+
+def cost_of(event: RecordedEvent) -> Decimal | None:
+    """The total cost of a cost_recorded event, or None if its data is not a cost."""
+    try:
+        value = event.data["total_cost"]
+        if not isinstance(value, str):
+            return None
+        amount = Decimal(value)
+    except (KeyError, TypeError, InvalidOperation):
+        return None
+    return amount if amount.is_finite() else None
+
+
+def fmt_key(value: str | None) -> str:
+    return "(none)" if value is None else value
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\n", "\\n")
+
+
+def _cost_text(data: Mapping[str, Any]) -> str:
+    parts = [f"{data['provider']}/{data['model']}",
+             f"{data['input_tokens']} in / {data['output_tokens']} out"]
+    cached = [f"{data[k]} {label}" for k, label in (("cache_read_tokens", "cache read"),
+                                                    ("cache_write_tokens", "cache write"))
+              if data.get(k)]
+    if cached:
+        parts.append(", ".join(cached))
+    if data.get("latency_ms") is not None:
+        parts.append(f"{data['latency_ms']} ms")
+    total = Decimal(data["total_cost"])
+    parts.append(fmt_money(total))
+    return " · ".join(parts)
+
+
+def describe(event: RecordedEvent, *, one_line: bool = True) -> str:
+    """What happened, in words; the raw data as JSON when it is not the expected shape
+    (extra keys and malformed payloads must never hide an event from an auditor)."""
+    data = event.data
+    try:
+        kind = event.type
+        if kind == MESSAGE_SENT:
+            content = str(data["content"])
+            return f"{data['role']}: {_one_line(content) if one_line else content}"
+        if kind == COST_RECORDED:
+            return _cost_text(data)
+        if kind == POLICY_VIOLATION:
+            severity = data.get("severity")
+            text = f"{data['policy']}: {data['reason']}"
+            return f"{text} [{severity}]" if severity else text
+        if kind == MEMORY_TRIMMED:
+            return (f"{data['strategy']}: {data['messages_before']} → "
+                    f"{data['messages_after']} messages, {data['tokens_removed']} tokens "
+                    "removed")
+        if kind == CONVERSATION_CREATED:
+            title = data.get("title")
+            return f"title: {title}" if title is not None else "created"
+    except (KeyError, TypeError, ValueError, InvalidOperation):
+        pass
+    return compact_json(data)
+
+
+def event_line(event: RecordedEvent) -> Text:
+    """One event on one line (for `tail`): seq, time, type, who, what."""
+    who = " ".join(f"{label}={value}" for label, value in
+                   (("conversation", event.conversation_id), ("user", event.user_id))
+                   if value is not None)
+    line = Text()
+    line.append(f"#{event.seq}", style="dim")
+    line.append(f"  {fmt_time(event.recorded_at)}  ")
+    line.append(event.type, style="bold")
+    if who:
+        line.append(f"  {who}", style="cyan")
+    line.append(f"  {describe(event)}")
+    return line
+
+
+def events_table() -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("seq", justify="right", no_wrap=True)
+    table.add_column("recorded_at", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("conversation", no_wrap=True)
+    table.add_column("user", no_wrap=True)
+    table.add_column("summary")
+    return table
+
+
+def add_event_row(table: Table, event: RecordedEvent) -> None:
+    # Text cells, not strings: event content is user data and must never be read as
+    # rich markup ("[red]" in a message is text, not a style).
+    table.add_row(Text(str(event.seq)), Text(fmt_time(event.recorded_at)), Text(event.type),
+                  Text(event.conversation_id or "-"), Text(event.user_id or "-"),
+                  Text(describe(event)))
+
+
+_KINDS = {
+    MESSAGE_SENT: "message",
+    COST_RECORDED: "cost",
+    POLICY_VIOLATION: "violation",
+    MEMORY_TRIMMED: "trim",
+    CONVERSATION_CREATED: "created",
+}
+_STYLES = {"cost": "green", "violation": "bold red", "trim": "yellow", "created": "dim"}
+
+
+class Transcript:
+    """A conversation's timeline, rendered page by page with a running cost total."""
+
+    def __init__(self, seq_width: int) -> None:
+        self.seq_width = seq_width
+        self.total = ZERO
+        self.calls = 0
+        self.counts: dict[str, int] = {}
+        self.users: set[str] = set()
+
+    def _table(self) -> Table:
+        # Fixed widths so the pages, printed one after another, line up as one table.
+        table = Table.grid(padding=(0, 2))
+        table.add_column(justify="right", min_width=self.seq_width + 1, no_wrap=True)
+        table.add_column(no_wrap=True, width=19)
+        table.add_column(no_wrap=True, min_width=10)
+        table.add_column()
+        return table
+
+    def page(self, events: list[RecordedEvent]) -> Table:
+        table = self._table()
+        for event in events:
+            kind = _KINDS.get(event.type, "event")
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            if event.user_id is not None:
+                self.users.add(event.user_id)
+            label = kind
+            text = Text(describe(event, one_line=False))
+            if kind == "message":
+                label = str(event.data.get("role", "message"))
+                content = event.data.get("content")
+                if isinstance(content, str):
+                    text = Text(content)
+            elif kind == "event":
+                text = Text(f"{event.type} {compact_json(event.data)}")
+            elif kind == "cost":
+                cost = cost_of(event)
+                if cost is not None:
+                    self.total = EXACT.add(self.total, cost)
+                    self.calls += 1
+                text.append(f"   running total {fmt_money(self.total)}", style="dim")
+            table.add_row(Text(f"#{event.seq}", style="dim"), Text(fmt_time(event.recorded_at)),
+                          Text(label, style=_STYLES.get(kind, "bold")), text)
+        return table
+
+    def footer(self) -> Text:
+        names = [("message", "message"), ("cost", "cost record"), ("violation", "violation"),
+                 ("trim", "trim"), ("created", "creation"), ("event", "custom event")]
+        counts = ", ".join(_plural(self.counts[k], label) for k, label in names
+                           if k in self.counts)
+        return Text(f"total cost {fmt_money(self.total)} over {_plural(self.calls, 'call')} "
+                    f"({counts})", style="bold")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
