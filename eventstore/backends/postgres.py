@@ -26,6 +26,7 @@ for the lock would not see the commit it waited for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -43,11 +44,11 @@ from ..codec import PreparedEvent, decode_recorded
 from ..errors import BackendError, SchemaVersionError
 from ..events import RecordedEvent
 from ..query import Query
-from .base import Checkpoint, NewRow, Outcome, StoredId, plan_group, request_ids
+from .base import Checkpoint, KeyRecord, NewRow, Outcome, StoredId, plan_group, request_ids
 
 log = logging.getLogger("eventstore.postgres")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _COLUMNS = ("seq", "id", "type", "conversation_id", "user_id", "recorded_at", "digest", "body")
 
@@ -82,6 +83,18 @@ def _migrations(s: str) -> dict[int, tuple[str, ...]]:
                 updated_at bigint NOT NULL
             )""",
         ),
+        2: (
+            # Per-user data keys for crypto-shredding (eventstore.encryption). A forgotten
+            # generation keeps its row with wrapped = NULL: the tombstone.
+            f"""CREATE TABLE {s}.data_keys (
+                user_id text NOT NULL,
+                generation integer NOT NULL,
+                wrapped bytea,
+                created_at bigint NOT NULL,
+                forgotten_at bigint,
+                PRIMARY KEY (user_id, generation)
+            )""",
+        ),
     }
 
 
@@ -98,6 +111,9 @@ _LOST = (
     asyncpg.AdminShutdownError,  # pg_terminate_backend, server shutting down
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,  # server starting up or in recovery
+    # asyncpg's protocol out of step with the server: what a query gets when the FATAL of
+    # a pg_terminate_backend arrived while the connection sat idle in the pool.
+    asyncpg.InternalClientError,
 )
 
 
@@ -117,13 +133,13 @@ def _lock_key(purpose: str, schema: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def where_clause(query: Query, after_seq: int) -> tuple[str, list[Any]]:
+def where_clause(query: Query, after_seq: int, table: str) -> tuple[str, list[Any]]:
     params: list[Any] = [after_seq]
     clauses = ["seq > $1"]
 
     def add(template: str, value: Any) -> None:
         params.append(value)
-        clauses.append(template.format(f"${len(params)}"))
+        clauses.append(template.format(f"${len(params)}", table=table))
 
     if query.conversation_id is not None:
         add("conversation_id = {}", query.conversation_id)
@@ -136,10 +152,16 @@ def where_clause(query: Query, after_seq: int) -> tuple[str, list[Any]]:
             add("type = {}", names[0])
         else:
             add("type = ANY({}::text[])", names)
+    # recorded_at never decreases along seq (see the module docstring), so a time bound is
+    # also a seq bound, found with one probe of the (recorded_at, seq) index. Without it,
+    # the planner, which cannot know the two columns move together, walks the primary key
+    # from seq 1 through every event before the window to fill the first page.
     if query.after is not None:
-        add("recorded_at >= {}", query.after_micros)
+        add("recorded_at >= {0} AND seq >= (SELECT seq FROM {table} WHERE recorded_at >= {0} "
+            "ORDER BY recorded_at, seq LIMIT 1)", query.after_micros)
     if query.before is not None:
-        add("recorded_at <= {}", query.before_micros)
+        add("recorded_at <= {0} AND seq <= (SELECT seq FROM {table} WHERE recorded_at <= {0} "
+            "ORDER BY recorded_at DESC, seq DESC LIMIT 1)", query.before_micros)
     return " AND ".join(clauses), params
 
 
@@ -362,7 +384,10 @@ class PostgresBackend:
             # Whatever failed (a query, a lost socket, a cancellation mid-COPY), the
             # connection may still hold an open transaction or half a protocol exchange:
             # drop it. The server rolls back what it had, the pool opens a fresh one.
-            conn.terminate()
+            # (If the socket already died, asyncpg has detached it from the pool and says
+            # so with an InterfaceError that must not hide the real error.)
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()
             raise
         finally:
             await pool.release(conn)
@@ -474,12 +499,12 @@ class PostgresBackend:
 
     def explain(self, query: Query, after_seq: int = 0, limit: int = 25) -> tuple[str, list[Any]]:
         """The page SQL for `query` (tests check its plan with EXPLAIN)."""
-        where, params = where_clause(query, after_seq)
+        where, params = where_clause(query, after_seq, f"{self._s}.events")
         return (f"SELECT body FROM {self._s}.events WHERE {where} ORDER BY seq "
                 f"LIMIT ${len(params) + 1}", [*params, limit])
 
     async def count(self, query: Query) -> int:
-        where, params = where_clause(query, 0)
+        where, params = where_clause(query, 0, f"{self._s}.events")
         ((n,),) = await self._fetch("counting events",
                                     f"SELECT count(*) FROM {self._s}.events WHERE {where}",
                                     *params)
@@ -538,6 +563,81 @@ class PostgresBackend:
     async def delete_checkpoint(self, name: str) -> None:
         await self._fetch("deleting a checkpoint",
                           f"DELETE FROM {self._s}.checkpoints WHERE name = $1", name)
+
+    # --- metadata and encryption keys --------------------------------------------------
+
+    async def get_meta(self, key: str) -> bytes | None:
+        rows = await self._fetch("reading store metadata",
+                                 f"SELECT value FROM {self._s}.eventstore_meta WHERE key = $1",
+                                 key)
+        return bytes(rows[0][0]) if rows else None
+
+    async def set_meta_if_absent(self, key: str, value: bytes) -> bytes:
+        # Two statements: under READ COMMITTED the second sees a row that a concurrent
+        # insert committed while the first waited on it; one statement would not.
+        await self._fetch("writing store metadata",
+                          f"INSERT INTO {self._s}.eventstore_meta (key, value) VALUES ($1, $2) "
+                          "ON CONFLICT (key) DO NOTHING", key, value)
+        stored = await self.get_meta(key)
+        assert stored is not None  # rows of eventstore_meta are never deleted
+        return stored
+
+    @staticmethod
+    def _key_record(row: Sequence[Any]) -> KeyRecord:
+        user_id, generation, wrapped, created, forgotten = row
+        return KeyRecord(
+            user_id=user_id, generation=int(generation),
+            wrapped=bytes(wrapped) if wrapped is not None else None,
+            created_at=from_micros(int(created)),
+            forgotten_at=from_micros(int(forgotten)) if forgotten is not None else None,
+        )
+
+    async def load_keys(self, user_ids: Sequence[str]) -> dict[str, KeyRecord]:
+        rows = await self._fetch(
+            "loading encryption keys",
+            "SELECT DISTINCT ON (user_id) user_id, generation, wrapped, created_at, "
+            f"forgotten_at FROM {self._s}.data_keys WHERE user_id = ANY($1::text[]) "
+            "ORDER BY user_id, generation DESC", list(user_ids),
+        )
+        return {row[0]: self._key_record(row) for row in rows}
+
+    async def create_key(self, user_id: str, generation: int, wrapped: bytes) -> KeyRecord:
+        await self._fetch(
+            "storing an encryption key",
+            f"INSERT INTO {self._s}.data_keys (user_id, generation, wrapped, created_at) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            user_id, generation, wrapped, to_micros(utcnow()),
+        )
+        rows = await self._fetch(
+            "loading an encryption key",
+            f"SELECT user_id, generation, wrapped, created_at, forgotten_at FROM "
+            f"{self._s}.data_keys WHERE user_id = $1 AND generation = $2", user_id, generation,
+        )
+        return self._key_record(rows[0])
+
+    async def destroy_keys(self, user_id: str) -> KeyRecord:
+        """The old row versions stay in the table's heap until VACUUM, and in WAL archives
+        and backups: that is outside what a client can erase (see eventstore.encryption)."""
+        s = self._s
+        now = to_micros(utcnow())
+        try:
+            async with self._connection() as conn, conn.transaction():
+                await conn.execute(
+                    f"UPDATE {s}.data_keys SET wrapped = NULL, forgotten_at = $2 "
+                    "WHERE user_id = $1 AND wrapped IS NOT NULL", user_id, now)
+                await conn.execute(
+                    f"INSERT INTO {s}.data_keys (user_id, generation, wrapped, created_at, "
+                    "forgotten_at) SELECT $1, 1, NULL, $2, $2 WHERE NOT EXISTS "
+                    f"(SELECT 1 FROM {s}.data_keys WHERE user_id = $1) ON CONFLICT DO NOTHING",
+                    user_id, now)
+                row = await conn.fetchrow(
+                    f"SELECT user_id, generation, wrapped, created_at, forgotten_at FROM "
+                    f"{s}.data_keys WHERE user_id = $1 ORDER BY generation DESC LIMIT 1",
+                    user_id)
+        except Exception as exc:
+            raise self._error("destroying an encryption key", exc,
+                              "the key may not be destroyed: forget the user again") from exc
+        return self._key_record(row)
 
     # --- cross-process notifications ---------------------------------------------------
 
