@@ -9,7 +9,7 @@ events get, so every backend resolves a group exactly the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -31,6 +31,31 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     position: int
     state: bytes | None = None
     updated_at: datetime | None = None
+
+
+class KeyRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One generation of a user's data key (see eventstore.encryption).
+
+    `wrapped` is the data key encrypted under the master key, or None once the user was
+    forgotten: the row stays as a tombstone (`forgotten_at`), so the user stays forgotten
+    and the erasure can be audited.
+    """
+
+    user_id: str
+    generation: int
+    wrapped: bytes | None
+    created_at: datetime
+    forgotten_at: datetime | None = None
+
+
+def newest_keys(records: Iterable[KeyRecord]) -> dict[str, KeyRecord]:
+    """The highest generation of each user among `records`."""
+    newest: dict[str, KeyRecord] = {}
+    for key in records:
+        known = newest.get(key.user_id)
+        if known is None or key.generation > known.generation:
+            newest[key.user_id] = key
+    return newest
 
 
 @dataclass(slots=True)
@@ -100,7 +125,7 @@ def request_ids(requests: Sequence[Sequence[PreparedEvent]]) -> list[str]:
 
 @runtime_checkable
 class Backend(Protocol):
-    """Storage for the log, checkpoints and store metadata."""
+    """Storage for the log, checkpoints, store metadata and encryption keys."""
 
     async def open(self) -> None:
         """Connect, and create or migrate the schema."""
@@ -134,3 +159,21 @@ class Backend(Protocol):
     async def list_checkpoints(self) -> list[Checkpoint]: ...
 
     async def delete_checkpoint(self, name: str) -> None: ...
+
+    async def get_meta(self, key: str) -> bytes | None:
+        """A value of the store's metadata (e.g. the encryption key-check value)."""
+
+    async def set_meta_if_absent(self, key: str, value: bytes) -> bytes:
+        """Store `value` under `key` unless one is there; returns the value that is stored
+        (so stores starting at once agree on one)."""
+
+    async def load_keys(self, user_ids: Sequence[str]) -> dict[str, KeyRecord]:
+        """The newest key generation of each of these users that has one."""
+
+    async def create_key(self, user_id: str, generation: int, wrapped: bytes) -> KeyRecord:
+        """Insert this generation of the user's key unless it exists; returns the stored
+        record (the winner, when stores create it at once)."""
+
+    async def destroy_keys(self, user_id: str) -> KeyRecord:
+        """Overwrite every wrapped key of the user, keeping tombstones (a tombstone of
+        generation 1 if the user had no key); returns the newest, now a tombstone."""

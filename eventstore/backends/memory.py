@@ -6,11 +6,13 @@ import os
 from collections.abc import Sequence
 from datetime import datetime
 
+import msgspec
+
 from ..clock import utcnow
-from ..codec import PreparedEvent
+from ..codec import PreparedEvent, decode_recorded
 from ..events import RecordedEvent
 from ..query import Query
-from .base import Checkpoint, Outcome, StoredId, plan_group, request_ids
+from .base import Checkpoint, KeyRecord, Outcome, StoredId, plan_group, request_ids
 
 _NAMED: dict[str, MemoryBackend] = {}
 
@@ -30,6 +32,8 @@ class MemoryBackend:
         self._by_id: dict[str, StoredId] = {}
         self._checkpoints: dict[str, Checkpoint] = {}
         self._secret = os.urandom(32)
+        self._meta: dict[str, bytes] = {}
+        self._keys: dict[str, dict[int, KeyRecord]] = {}
         self._last_recorded: datetime | None = None
 
     async def open(self) -> None:
@@ -47,8 +51,11 @@ class MemoryBackend:
             now = self._last_recorded  # keep recorded_at non-decreasing in seq order
         plan = plan_group(requests, stored, len(self._events) + 1, now)
         for row in plan.rows:
-            self._events.append(row.event)
-            self._by_id[row.event.id] = StoredId(row.digest, row.event)
+            # What is stored is the document, as on disk: with encryption on it differs
+            # from the event the caller sees.
+            stored_event = decode_recorded(row.document)
+            self._events.append(stored_event)
+            self._by_id[row.event.id] = StoredId(row.digest, stored_event)
         if plan.rows:
             self._last_recorded = now
         return plan.outcomes, [row.event for row in plan.rows]
@@ -82,3 +89,34 @@ class MemoryBackend:
 
     async def delete_checkpoint(self, name: str) -> None:
         self._checkpoints.pop(name, None)
+
+    async def get_meta(self, key: str) -> bytes | None:
+        return self._meta.get(key)
+
+    async def set_meta_if_absent(self, key: str, value: bytes) -> bytes:
+        return self._meta.setdefault(key, value)
+
+    async def load_keys(self, user_ids: Sequence[str]) -> dict[str, KeyRecord]:
+        newest: dict[str, KeyRecord] = {}
+        for user_id in user_ids:
+            generations = self._keys.get(user_id)
+            if generations:
+                newest[user_id] = generations[max(generations)]
+        return newest
+
+    async def create_key(self, user_id: str, generation: int, wrapped: bytes) -> KeyRecord:
+        generations = self._keys.setdefault(user_id, {})
+        return generations.setdefault(generation, KeyRecord(
+            user_id=user_id, generation=generation, wrapped=wrapped, created_at=utcnow()))
+
+    async def destroy_keys(self, user_id: str) -> KeyRecord:
+        now = utcnow()
+        generations = self._keys.setdefault(user_id, {})
+        if not generations:
+            generations[1] = KeyRecord(user_id=user_id, generation=1, wrapped=None,
+                                       created_at=now, forgotten_at=now)
+        for generation, key in generations.items():
+            if key.wrapped is not None:
+                generations[generation] = msgspec.structs.replace(
+                    key, wrapped=None, forgotten_at=now)
+        return generations[max(generations)]

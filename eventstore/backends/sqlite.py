@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -31,9 +32,9 @@ from ..codec import PreparedEvent, decode_recorded
 from ..errors import BackendError, SchemaVersionError
 from ..events import RecordedEvent
 from ..query import Query
-from .base import Checkpoint, Outcome, StoredId, plan_group, request_ids
+from .base import Checkpoint, KeyRecord, Outcome, StoredId, newest_keys, plan_group, request_ids
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry upgrades the schema from version N-1 to N; run in order, in one transaction.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -61,9 +62,23 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             updated_at INTEGER NOT NULL
         )""",
     ),
+    2: (
+        # Per-user data keys for crypto-shredding (eventstore.encryption). A forgotten
+        # generation keeps its row with wrapped = NULL: the tombstone.
+        """CREATE TABLE data_keys (
+            user_id TEXT NOT NULL,
+            generation INTEGER NOT NULL,
+            wrapped BLOB,
+            created_at INTEGER NOT NULL,
+            forgotten_at INTEGER,
+            PRIMARY KEY (user_id, generation)
+        ) WITHOUT ROWID""",
+    ),
 }
 
 T = TypeVar("T")
+
+log = logging.getLogger("eventstore.sqlite")
 
 _ID_CHUNK = 500  # well under SQLite's bound-parameter limit
 _INSERT = (
@@ -350,3 +365,116 @@ class SQLiteBackend:
 
     async def delete_checkpoint(self, name: str) -> None:
         await self._write("DELETE FROM checkpoints WHERE name = ?", (name,))
+
+    # --- metadata and encryption keys --------------------------------------------------
+
+    async def get_meta(self, key: str) -> bytes | None:
+        rows = await self._fetch("SELECT value FROM eventstore_meta WHERE key = ?", (key,))
+        return bytes(rows[0][0]) if rows else None
+
+    def _set_meta_if_absent(self, key: str, value: bytes) -> bytes:
+        conn = self._writer
+        if conn is None:
+            raise BackendError("the SQLite backend is not open")
+        conn.execute("INSERT OR IGNORE INTO eventstore_meta (key, value) VALUES (?, ?)",
+                     (key, value))
+        (stored,) = conn.execute("SELECT value FROM eventstore_meta WHERE key = ?",
+                                 (key,)).fetchone()
+        return bytes(stored)
+
+    async def set_meta_if_absent(self, key: str, value: bytes) -> bytes:
+        try:
+            return await self._on_writer(self._set_meta_if_absent, key, value)
+        except sqlite3.Error as exc:
+            raise BackendError(f"write to {self.path} failed: {exc}") from exc
+
+    @staticmethod
+    def _key_record(row: Sequence[Any]) -> KeyRecord:
+        user_id, generation, wrapped, created, forgotten = row
+        return KeyRecord(
+            user_id=user_id, generation=int(generation),
+            wrapped=bytes(wrapped) if wrapped is not None else None,
+            created_at=from_micros(int(created)),
+            forgotten_at=from_micros(int(forgotten)) if forgotten is not None else None,
+        )
+
+    async def load_keys(self, user_ids: Sequence[str]) -> dict[str, KeyRecord]:
+        records: list[KeyRecord] = []
+        for start in range(0, len(user_ids), _ID_CHUNK):
+            chunk = list(user_ids[start : start + _ID_CHUNK])
+            rows = await self._fetch(
+                "SELECT user_id, generation, wrapped, created_at, forgotten_at FROM data_keys "
+                f"WHERE user_id IN ({', '.join('?' * len(chunk))})", chunk,
+            )
+            records.extend(self._key_record(row) for row in rows)
+        return newest_keys(records)
+
+    def _create_key(self, user_id: str, generation: int, wrapped: bytes) -> KeyRecord:
+        conn = self._writer
+        if conn is None:
+            raise BackendError("the SQLite backend is not open")
+        # Autocommit: the insert is its own transaction; whoever inserts first wins.
+        conn.execute(
+            "INSERT OR IGNORE INTO data_keys (user_id, generation, wrapped, created_at) "
+            "VALUES (?, ?, ?, ?)", (user_id, generation, wrapped, to_micros(utcnow())),
+        )
+        row = conn.execute(
+            "SELECT user_id, generation, wrapped, created_at, forgotten_at FROM data_keys "
+            "WHERE user_id = ? AND generation = ?", (user_id, generation),
+        ).fetchone()
+        return self._key_record(row)
+
+    async def create_key(self, user_id: str, generation: int, wrapped: bytes) -> KeyRecord:
+        try:
+            return await self._on_writer(self._create_key, user_id, generation, wrapped)
+        except sqlite3.Error as exc:
+            raise BackendError(f"storing a key in {self.path} failed: {exc}") from exc
+
+    def _destroy_keys(self, user_id: str) -> KeyRecord:
+        conn = self._writer
+        if conn is None:
+            raise BackendError("the SQLite backend is not open")
+        # Without secure_delete the old wrapped key would stay in the page's free space.
+        conn.execute("PRAGMA secure_delete = ON")
+        now = to_micros(utcnow())
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "UPDATE data_keys SET wrapped = NULL, forgotten_at = ? "
+                "WHERE user_id = ? AND wrapped IS NOT NULL", (now, user_id),
+            )
+            conn.execute(
+                "INSERT INTO data_keys (user_id, generation, wrapped, created_at, forgotten_at) "
+                "SELECT ?, 1, NULL, ?, ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM data_keys WHERE user_id = ?)", (user_id, now, now, user_id),
+            )
+            row = conn.execute(
+                "SELECT user_id, generation, wrapped, created_at, forgotten_at FROM data_keys "
+                "WHERE user_id = ? ORDER BY generation DESC LIMIT 1", (user_id,),
+            ).fetchone()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        # The WAL still holds the page images with the wrapped key in them: checkpoint
+        # them into the file (now zeroed) and truncate the log. A reader of another
+        # connection on an old snapshot blocks this; the frames then go at a later
+        # checkpoint, so say so rather than stall the writer.
+        conn.execute("PRAGMA busy_timeout = 1000")
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout}")
+        if busy:
+            log.warning(
+                "forgot user %r, but a reader kept %s-wal from being truncated: the old "
+                "wrapped key stays in the WAL until the next checkpoint", user_id, self.path,
+            )
+        return self._key_record(row)
+
+    async def destroy_keys(self, user_id: str) -> KeyRecord:
+        try:
+            return await self._on_writer(self._destroy_keys, user_id)
+        except sqlite3.Error as exc:
+            raise BackendError(f"destroying a key in {self.path} failed: {exc}") from exc
