@@ -27,13 +27,14 @@ from .backends.base import Backend
 from .codec import PreparedEvent, decode_event, digest_of, encode_event, validate
 from .cursor import CursorCodec
 from .errors import (
+    EventStoreError,
     InvalidEventError,
     InvalidQueryError,
     RedactionError,
     StoreClosedError,
     SubscriptionError,
 )
-from .events import Event, RecordedEvent
+from .events import USER_FORGOTTEN, Event, RecordedEvent
 from .instrument import instrumented, send_span, send_start
 from .query import Query, build_query, check_limit, check_seq
 from .redaction import RedactHook, run_hooks
@@ -213,15 +214,18 @@ class EventStore:
                 ) from exc
         body = encode_event(event)
         visible = decode_event(body)
+        digest = digest_of(visible)
         if self.encryption is not None:  # what is stored differs from what callers see
-            body = encode_event(await self.encryption.seal(visible))
-        return PreparedEvent(visible=visible, body=body, digest=digest_of(visible))
+            sealed, digest = await self.encryption.seal_with_digest(visible, digest)
+            body = encode_event(sealed)
+        return PreparedEvent(visible=visible, body=body, digest=digest)
 
     @instrumented("append")
     async def append(self, event: Event) -> RecordedEvent:
         """Append one event; an id already stored with the same content returns that event."""
         self._check_open()
-        (recorded,) = await self._reveal(await self._writer.submit([await self._prepare(event)]))
+        prepared = [await self._prepare(event)]
+        (recorded,) = await self._reveal_appended(prepared, await self._writer.submit(prepared))
         return recorded
 
     @instrumented("append_many")
@@ -233,7 +237,24 @@ class EventStore:
         prepared = [await self._prepare(event) for event in events]
         if not prepared:
             return []
-        return await self._reveal(await self._writer.submit(prepared))
+        return await self._reveal_appended(prepared, await self._writer.submit(prepared))
+
+    @instrumented("forget_user")
+    async def forget_user(self, user_id: str) -> RecordedEvent:
+        """Erase a user's personal fields from every read by destroying their data key
+        (crypto-shredding, see eventstore.encryption), and log it as a `user_forgotten`
+        event, which names the user id and nothing else. Seq, types, times, token counts
+        and costs of their events stay. Needs a store opened with encryption=."""
+        self._check_open()
+        if self.encryption is None:
+            raise EventStoreError(
+                "forget_user() needs a store opened with encryption=Encryption(...): without "
+                "it personal fields are stored in plaintext and cannot be erased"
+            )
+        await self.encryption.forget(user_id)
+        return await self.append(
+            Event(type=USER_FORGOTTEN, user_id=user_id, data={"user_id": user_id})
+        )
 
     async def track(
         self,
@@ -297,6 +318,24 @@ class EventStore:
         if self.encryption is None or not events:
             return events
         return await self.encryption.open_events(events)
+
+    async def _reveal_appended(
+        self, prepared: Sequence[PreparedEvent], recorded: list[RecordedEvent]
+    ) -> list[RecordedEvent]:
+        """What an append returns. A new event comes back as its visible event (plaintext,
+        which could even look like an envelope), sharing its dicts (see `record`); only an
+        idempotent retry comes back from storage, sealed."""
+        if self.encryption is None:
+            return recorded
+        stored = [i for i, (p, r) in enumerate(zip(prepared, recorded, strict=True))
+                  if r.data is not p.visible.data]
+        if not stored:
+            return recorded
+        opened = await self.encryption.open_events([recorded[i] for i in stored])
+        out = list(recorded)
+        for i, event in zip(stored, opened, strict=True):
+            out[i] = event
+        return out
 
     @instrumented("list_events")
     async def list_events(
