@@ -59,9 +59,20 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
         return to_micros(self.before) if self.before is not None else None
 
 
+def _text(name: str, value: str) -> str:
+    # A lone surrogate cannot be stored or sent to any backend: refuse it here, once.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidQueryError(f"{name}= is not valid Unicode text ({exc.reason})") from None
+    return value
+
+
 def _optional_str(name: str, value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _text(name, value)
     raise InvalidQueryError(f"{name}= must be a string or None, got {type(value).__name__}")
 
 
@@ -69,14 +80,14 @@ def _types(value: Any) -> frozenset[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return frozenset((value,))
+        return frozenset((_text("type", value),))
     if isinstance(value, Iterable) and not isinstance(value, bytes | dict):
-        names = frozenset(value)
-        if not names:
+        items = list(value)
+        if not items:
             raise InvalidQueryError("type= is an empty collection; pass None to match every type")
-        if not all(isinstance(n, str) for n in names):
+        if not all(isinstance(n, str) for n in items):
             raise InvalidQueryError("type= takes an event type name or a set of names (strings)")
-        return names
+        return frozenset(_text("type", n) for n in items)
     raise InvalidQueryError(
         f"type= takes an event type name or a set of names, got {type(value).__name__}"
     )

@@ -10,9 +10,15 @@ from .base import Backend, Checkpoint
 
 __all__ = ["Backend", "Checkpoint", "backend_for_url"]
 
+SQLITE_URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "create"})
+
 
 def backend_for_url(url: str, **options: Any) -> Backend:
-    """`memory://` (private) or `memory://name` (shared in-process), `sqlite:///relative.db`, `sqlite:////absolute.db`, `postgresql://...`."""
+    """The backend a store URL names.
+
+    `memory://` (private) or `memory://name` (shared in-process), `sqlite:///relative.db`,
+    `sqlite:////absolute.db` (options synchronous, busy_timeout, create), `postgresql://...`.
+    """
     if not isinstance(url, str):
         raise UnsupportedURLError(f"store URL must be a string, got {type(url).__name__}")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
@@ -31,8 +37,17 @@ def backend_for_url(url: str, **options: Any) -> Backend:
                 f"SQLite URL {url!r} has no file path; use sqlite:///relative/path.db or "
                 "sqlite:////absolute/path.db"
             )
-        params = dict(parse_qsl(parts.query))
-        return SQLiteBackend(path, **params, **options)
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = set(params) - SQLITE_URL_OPTIONS
+        if unknown:
+            raise UnsupportedURLError(
+                f"unknown SQLite URL option(s) {', '.join(sorted(unknown))}; known: "
+                f"{', '.join(sorted(SQLITE_URL_OPTIONS))}"
+            )
+        try:
+            return SQLiteBackend(path, **params, **options)
+        except (TypeError, ValueError) as exc:
+            raise UnsupportedURLError(f"bad SQLite URL option in {url!r}: {exc}") from exc
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresBackend
