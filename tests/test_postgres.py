@@ -426,6 +426,84 @@ async def test_reads_retry_once_on_a_dead_connection(schema: str) -> None:
         assert len((await store.list_events()).events) == 1
 
 
+class Outage:
+    """A TCP proxy in front of the server: `down()` resets every connection through it and
+    refuses new ones (a server that stopped); `up()` accepts again (it came back)."""
+
+    def __init__(self) -> None:
+        from urllib.parse import urlsplit
+
+        target = urlsplit(PG_URL)
+        self.target = (target.hostname or "127.0.0.1", target.port or 5432)
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.pipes: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        parts = PG_URL.split("@", 1)
+        rest = parts[1].split("/", 1)
+        return f"{parts[0]}@127.0.0.1:{self.port}/{rest[1]}"
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.pipes |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def up(self) -> None:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def down(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.pipes:
+            writer.transport.abort()
+        self.pipes.clear()
+        await self.server.wait_closed()
+
+
+async def test_a_server_outage_fails_calls_cleanly_and_the_store_recovers(schema: str) -> None:
+    outage = Outage()
+    await outage.up()
+    try:
+        async with EventStore.open(outage.url, schema=schema, guardian_interval=3600) as store:
+            backend = backend_of(store)
+            heads: list[int] = []
+            await backend.listen(heads.append)
+            before = await store.append_many([msg(content=str(i)) for i in range(5)])
+            await outage.down()
+            await asyncio.sleep(0.05)
+            for call in (store.append(msg(content="during")), store.count_events(),
+                         store.list_events(conversation_id="c1"), store.head()):
+                with pytest.raises(BackendError, match=rf"127\.0\.0\.1:{outage.port}"):
+                    await call
+            with pytest.raises(BackendError, match="is the server running"):
+                await store.append(msg(content="still down"))
+            assert await backend.check_listener() is False  # still down: keeps trying
+            await outage.up()
+            after = await store.append(msg(content="after"))
+            assert after.seq == 6  # the failed appends wrote nothing
+            await wait_for(lambda: backend._listener is not None, 10)
+            assert await backend.check_listener() is True
+            latest = await store.append(msg(content="notified"))
+            await wait_for(lambda: latest.seq in heads)
+            assert await read_all(store) == [*before, after, latest]
+    finally:
+        if outage.server is not None:
+            outage.server.close()
+
+
 async def test_an_unreachable_server_is_a_backend_error_that_says_so() -> None:
     store = EventStore.open("postgresql://postgres@127.0.0.1:1/test", schema="nowhere")
     with pytest.raises(BackendError, match=r"cannot reach PostgreSQL at 127\.0\.0\.1:1.*"
