@@ -365,6 +365,21 @@ async def test_instrumenting_twice_records_once(pstore: EventStore, api: FakeAPI
     assert len(await events_of(pstore, "again")) == 3
 
 
+async def test_azure_client_records_the_azure_provider(open_store: StoreFactory,
+                                                       api: FakeAPI) -> None:
+    api.answers["/openai/deployments/prod-4o/chat/completions"] = Answer(body=chat_completion())
+    azure_prices = PriceTable({("azure.ai.openai", GPT): ModelPrice.per_million(
+        input="2.5", output="10", cache_read="1.25")})
+    async with open_store(pricing=azure_prices) as store, openai.AsyncAzureOpenAI(
+        api_key="k", azure_endpoint=api.url, api_version="2024-10-21", max_retries=0,
+    ) as raw:
+        client = instrument_openai(raw, store, "az")
+        await client.chat.completions.create(model="prod-4o", messages=prompt())
+        _, costs, _ = split(await events_of(store, "az"))
+    check_cost(costs[0], provider="azure.ai.openai", model=GPT, input_tokens=1200,
+               output_tokens=300, cache_read=200, cache_write=0, total=CHAT_COST)
+
+
 async def test_openai_responses_api(pstore: EventStore, api: FakeAPI) -> None:
     body = responses_answer()
     api.answers["/v1/responses"] = Answer(body=body)

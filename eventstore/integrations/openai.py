@@ -64,18 +64,24 @@ def instrument_openai(
     record_timeout: float = 5.0,
 ) -> ClientT:
     """Record every `chat.completions.create` and `responses.create` call of `client`
-    (an `openai.OpenAI` or `AsyncOpenAI`, Azure included) in `store`; returns the client.
+    (an `openai.OpenAI` or `AsyncOpenAI`) in `store`; returns the client. Azure clients
+    record provider "azure.ai.openai", others "openai".
 
     `conversation_id` / `user_id` attribute every call; when None, those of the enclosing
     `store.conversation(...)` block apply. `metadata` is added to every event.
     `record_messages=False` records costs and errors only, never prompt or reply text.
     `record_timeout` bounds how long a sync call waits for its events to be written.
     """
+    from openai import AsyncAzureOpenAI, AzureOpenAI
     from openai.resources.chat.completions import AsyncCompletions
     from openai.resources.responses import AsyncResponses
 
+    # Azure bills its own prices for the same model names: OpenTelemetry's provider name
+    # for it is what the pricing providers look up.
+    azure = isinstance(client, AzureOpenAI | AsyncAzureOpenAI)
     binding = Binding(
-        store=store, provider="openai", conversation_id=conversation_id, user_id=user_id,
+        store=store, provider="azure.ai.openai" if azure else "openai",
+        conversation_id=conversation_id, user_id=user_id,
         metadata=dict(metadata or {}), record_messages=record_messages,
         record_timeout=record_timeout,
     )
