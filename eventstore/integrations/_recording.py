@@ -254,7 +254,7 @@ def _message_events(call: Call, meta: dict[str, Any]) -> list[Event]:
     events: list[Event] = []
     if call.prompt is not None:
         events.append(Event(type=MESSAGE_SENT, data={"role": "user", "content": call.prompt},
-                            metadata=meta, occurred_at=call.started_at, **ids))
+                            metadata=dict(meta), occurred_at=call.started_at, **ids))
     # With several choices the output tokens cannot be split between them.
     tokens = call.usage.output_tokens if call.usage is not None and len(call.replies) == 1 \
         else None
@@ -264,7 +264,8 @@ def _message_events(call: Call, meta: dict[str, Any]) -> list[Event]:
             data["tool_calls"] = reply.tool_calls
         if len(call.replies) > 1:
             data["choice_index"] = index
-        events.append(Event(type=MESSAGE_SENT, data=data, metadata=meta,
+        # A dict of its own per event: a redact hook may change one event's metadata.
+        events.append(Event(type=MESSAGE_SENT, data=data, metadata=dict(meta),
                             occurred_at=call.ended_at or call.started_at, **ids))
     return events
 
@@ -297,7 +298,7 @@ async def write(call: Call) -> None:
         try:
             await store.track(LLM_ERROR, {k: v for k, v in data.items() if v is not None},
                               conversation_id=call.conversation_id, user_id=call.user_id,
-                              metadata=meta, occurred_at=call.ended_at)
+                              metadata=dict(meta), occurred_at=call.ended_at)
         except Exception as exc:
             ok = False
             _failed(f"the error of a {call.binding.provider} call", exc)
@@ -316,8 +317,7 @@ async def write(call: Call) -> None:
         except UnknownModelError as exc:
             ok = False
             stats.add("unknown_models")
-            _failed(f"the cost of a {call.binding.provider} call (messages were recorded)",
-                    exc)
+            _failed(f"the cost of a {call.binding.provider} call", exc)
         except Exception as exc:
             ok = False
             _failed(f"the cost of a {call.binding.provider} call", exc)
