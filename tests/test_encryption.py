@@ -427,7 +427,9 @@ async def test_tampered_ciphertext_raises_rather_than_returning_garbage(
 
         def flip(doc: dict[str, Any]) -> None:
             value = doc["data"]["content"]
-            doc["data"]["content"] = value[:-3] + ("A" if value[-3] != "A" else "B") + value[-2:]
+            middle = len(value) // 2
+            doc["data"]["content"] = (value[:middle] + ("A" if value[middle] != "A" else "B")
+                                      + value[middle + 1 :])
 
         await rewrite_body(store, open_store, 1, flip)
         with pytest.raises(EncryptionError, match=r"seq 1\).*does not authenticate"):
