@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -11,13 +12,20 @@ from .base import Backend, Checkpoint
 __all__ = ["Backend", "Checkpoint", "backend_for_url"]
 
 SQLITE_URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "create"})
+# eventstore's own options in a postgresql:// query string; the rest go to asyncpg.
+POSTGRES_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "schema": str, "pool_size": int, "min_pool_size": int, "command_timeout": float,
+    "connect_timeout": float,
+}
 
 
 def backend_for_url(url: str, **options: Any) -> Backend:
     """The backend a store URL names.
 
     `memory://` (private) or `memory://name` (shared in-process), `sqlite:///relative.db`,
-    `sqlite:////absolute.db` (options synchronous, busy_timeout, create), `postgresql://...`.
+    `sqlite:////absolute.db` (options synchronous, busy_timeout, create),
+    `postgresql://user@host:port/db` (options schema, pool_size, min_pool_size,
+    command_timeout, connect_timeout; others go to asyncpg).
     """
     if not isinstance(url, str):
         raise UnsupportedURLError(f"store URL must be a string, got {type(url).__name__}")
@@ -55,7 +63,15 @@ def backend_for_url(url: str, **options: Any) -> Backend:
             raise UnsupportedURLError(
                 "PostgreSQL needs asyncpg: pip install 'eventstore[postgres]'"
             ) from exc
-        return PostgresBackend(url, **options)
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        ours = {k: v for k, v in query if k in POSTGRES_URL_OPTIONS}
+        rest = "&".join(f"{k}={v}" for k, v in query if k not in POSTGRES_URL_OPTIONS)
+        try:
+            typed: dict[str, Any] = {k: POSTGRES_URL_OPTIONS[k](v) for k, v in ours.items()}
+            return PostgresBackend(parts._replace(query=rest).geturl(), **{**typed, **options})
+        except (TypeError, ValueError) as exc:
+            raise UnsupportedURLError(f"bad PostgreSQL URL option in {url!r}: {exc}") from exc
     raise UnsupportedURLError(
         f"unknown store URL {url!r}; use memory://, sqlite:///path.db or "
         "postgresql://user@host:port/db"
