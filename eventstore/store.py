@@ -252,6 +252,11 @@ class EventStore:
                 "it personal fields are stored in plaintext and cannot be erased"
             )
         await self.encryption.forget(user_id)
+        erase = self.encryption.erase
+        for subscription in self._subscriptions:  # live events queued before the forget
+            queued = list(subscription._queue)
+            subscription._queue.clear()
+            subscription._queue.extend(erase(e) if e.user_id == user_id else e for e in queued)
         return await self.append(
             Event(type=USER_FORGOTTEN, user_id=user_id, data={"user_id": user_id})
         )
@@ -516,7 +521,7 @@ class EventStore:
         Returns the first projection.
         """
         self._check_open()
-        projections = (projection, *more)
+        projections: tuple[Projection, ...] = (projection, *more)
         wanted: set[str] | None = set()
         for p in projections:
             p.reset()
