@@ -1,8 +1,11 @@
 """eventstore: an asyncio, append-only event store for auditing AI applications."""
 
+from . import signals
+from .encryption import Encryption
 from .errors import (
     BackendError,
     DuplicateEventError,
+    EncryptionError,
     EventStoreError,
     InvalidCursorError,
     InvalidEventError,
@@ -14,24 +17,31 @@ from .errors import (
     UnknownModelError,
     UnsupportedURLError,
 )
-from . import signals
 from .events import Event, RecordedEvent
+from .pricing import ModelPrice, PriceTable, PricingProvider
 from .store import EventStore, Page
+from .subscriptions import Subscription
 
 __all__ = [
     "BackendError",
     "DuplicateEventError",
+    "Encryption",
+    "EncryptionError",
     "Event",
     "EventStore",
     "EventStoreError",
     "InvalidCursorError",
     "InvalidEventError",
     "InvalidQueryError",
+    "ModelPrice",
     "Page",
+    "PriceTable",
+    "PricingProvider",
     "RecordedEvent",
     "RedactionError",
     "SchemaVersionError",
     "StoreClosedError",
+    "Subscription",
     "SubscriptionError",
     "UnknownModelError",
     "UnsupportedURLError",
