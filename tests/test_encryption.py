@@ -324,6 +324,30 @@ async def test_a_forget_in_another_store_shows_on_the_next_read(open_store: Stor
         assert after.data["content"] == "new"
 
 
+async def test_live_events_queued_before_a_forget_are_delivered_erased(
+    open_store: StoreFactory,
+) -> None:
+    async with opened(open_store) as store:
+        gate = asyncio.Event()
+        seen: list[RecordedEvent] = []
+
+        async def slow(event: RecordedEvent) -> None:
+            seen.append(event)
+            await gate.wait()
+
+        sub = await store.subscribe(slow, types={"message_sent"})
+        await store.append(msg("u1", "in flight"))
+        await wait_for(lambda: len(seen) == 1)
+        await store.append(msg("u1", SECRET_1))
+        await store.append(msg("u2", SECRET_2))
+        await wait_for(lambda: {2, 3} <= {e.seq for e in sub._queue})
+        await store.forget_user("u1")
+        gate.set()
+        await wait_for(lambda: len(seen) == 3)
+        await sub.stop()
+        assert [e.data["content"] for e in seen[1:]] == [ERASED, SECRET_2]
+
+
 async def test_forget_user_needs_encryption(store: EventStore) -> None:
     with pytest.raises(EventStoreError, match="encryption="):
         await store.forget_user("u1")
