@@ -31,7 +31,11 @@ Rules:
   fingerprint of forgotten content survives. The flip side: once the user is forgotten,
   retrying one of their old encrypted events raises DuplicateEventError (nobody can tell
   any more whether it had the same content).
-- What was stored in plaintext before encryption was turned on stays plaintext.
+- What was stored in plaintext before encryption was turned on stays plaintext, and a
+  store opened without encryption shows the stored envelopes as they are.
+- Erasure covers the live database. On PostgreSQL the old row version of a destroyed key
+  stays in the table's heap until VACUUM, and in WAL archives; backups of any backend hold
+  the keys they were taken with. Expire backups on the schedule erasure promises.
 
 Keys. Each user's data key (32 random bytes) is stored in the backend's key table wrapped
 with AES-256-GCM under a key derived (HKDF) from the master key, the user id and the
