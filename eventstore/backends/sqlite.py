@@ -50,7 +50,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             body BLOB NOT NULL
         )""",
         # One index per filter, each ending in seq, so a filtered page is an index range
-        # read in seq order with no sort and no table scan.
+        # read in seq order with no sort and no table scan. recorded_at only serves to
+        # find the seq range of a time window (it grows with seq: see _seq_range).
         "CREATE INDEX events_by_conversation ON events (conversation_id, seq)",
         "CREATE INDEX events_by_user ON events (user_id, seq)",
         "CREATE INDEX events_by_type ON events (type, seq)",
@@ -87,26 +88,54 @@ _INSERT = (
 )
 
 
-def where_clause(query: Query, after_seq: int) -> tuple[str, list[Any]]:
+def _filters(query: Query, low: int, high: int | None) -> tuple[list[str], list[Any]]:
     clauses = ["seq > ?"]
-    params: list[Any] = [after_seq]
+    params: list[Any] = [low]
+    if high is not None:
+        clauses.append("seq <= ?")
+        params.append(high)
     if query.conversation_id is not None:
         clauses.append("conversation_id = ?")
         params.append(query.conversation_id)
     if query.user_id is not None:
         clauses.append("user_id = ?")
         params.append(query.user_id)
+    return clauses, params
+
+
+def page_sql(query: Query, low: int, high: int | None, limit: int) -> tuple[str, list[Any]]:
+    """The SQL of one page: seq in (low, high], the filters, in seq order.
+
+    Time bounds arrive already turned into the seq range (see `_seq_range`). A set of
+    types becomes one arm per type joined by UNION ALL under the ORDER BY: each arm reads
+    the (type, seq) index in seq order and SQLite merges them, where `type IN (...)` would
+    collect every match after the cursor and sort it, for every page.
+    """
+    clauses, params = _filters(query, low, high)
+    types = sorted(query.types) if query.types is not None else [None]
+    arms: list[str] = []
+    arm_params: list[Any] = []
+    for name in types:
+        where = " AND ".join(clauses if name is None else ["type = ?", *clauses])
+        arms.append(f"SELECT seq, body FROM events WHERE {where}")
+        arm_params.extend(params if name is None else [name, *params])
+    return f"{' UNION ALL '.join(arms)} ORDER BY seq LIMIT ?", [*arm_params, limit]
+
+
+def count_sql(query: Query, low: int, high: int | None) -> tuple[str, list[Any]]:
+    clauses, params = _filters(query, low, high)
     if query.types is not None:
         names = sorted(query.types)
         clauses.append(f"type IN ({', '.join('?' * len(names))})")
         params.extend(names)
-    if query.after is not None:
-        clauses.append("recorded_at >= ?")
-        params.append(query.after_micros)
-    if query.before is not None:
-        clauses.append("recorded_at <= ?")
-        params.append(query.before_micros)
-    return " AND ".join(clauses), params
+    return f"SELECT count(*) FROM events WHERE {' AND '.join(clauses)}", params
+
+
+_SEQ_RANGE = (
+    "SELECT (SELECT seq FROM events WHERE recorded_at >= ? ORDER BY recorded_at, seq LIMIT 1),"
+    " (SELECT seq FROM events WHERE recorded_at <= ? ORDER BY recorded_at DESC, seq DESC"
+    " LIMIT 1)"
+)
 
 
 class SQLiteBackend:
@@ -293,21 +322,51 @@ class SQLiteBackend:
         except sqlite3.Error as exc:
             raise BackendError(f"read from {self.path} failed: {exc}") from exc
 
-    async def query(self, query: Query, *, after_seq: int, limit: int) -> list[RecordedEvent]:
-        where, params = where_clause(query, after_seq)
-        rows = await self._fetch(
-            f"SELECT body FROM events WHERE {where} ORDER BY seq LIMIT ?", [*params, limit]
-        )
-        return [decode_recorded(body) for (body,) in rows]
+    async def _seq_range(self, query: Query, after_seq: int) -> tuple[int, int | None] | None:
+        """The seqs a query may return as (exclusive low, inclusive high); None if none.
 
-    def explain(self, query: Query, after_seq: int = 0) -> tuple[str, list[Any]]:
-        """The page SQL for `query` (tests check its plan with EXPLAIN QUERY PLAN)."""
-        where, params = where_clause(query, after_seq)
-        return f"SELECT body FROM events WHERE {where} ORDER BY seq LIMIT ?", [*params, 25]
+        The writer keeps recorded_at non-decreasing in seq order, so the events recorded
+        between `after` and `before` are exactly one seq range, found with two lookups in
+        the recorded_at index; every page then reads seq ranges only.
+        """
+        if query.after is None and query.before is None:
+            return after_seq, None
+        ((first, last),) = await self._fetch(
+            _SEQ_RANGE, (query.after_micros or 0, query.before_micros or 0)
+        )
+        low, high = after_seq, None
+        if query.after is not None:
+            if first is None:
+                return None
+            low = max(low, int(first) - 1)
+        if query.before is not None:
+            if last is None:
+                return None
+            high = int(last)
+        return (low, high) if high is None or high > low else None
+
+    async def query(self, query: Query, *, after_seq: int, limit: int) -> list[RecordedEvent]:
+        seqs = await self._seq_range(query, after_seq)
+        if seqs is None:
+            return []
+        rows = await self._fetch(*page_sql(query, *seqs, limit))
+        return [decode_recorded(body) for (_, body) in rows]
+
+    def explain(
+        self, query: Query, after_seq: int = 0, limit: int = 25, before_seq: int | None = None
+    ) -> tuple[str, list[Any]]:
+        """The page SQL for `query` after `after_seq` (tests check its plan with EXPLAIN
+        QUERY PLAN); `before_seq` stands for the seq a `before=` bound resolves to."""
+        high = before_seq if query.before is not None else None
+        if query.before is not None and high is None:
+            high = 2**62
+        return page_sql(query, after_seq, high, limit)
 
     async def count(self, query: Query) -> int:
-        where, params = where_clause(query, 0)
-        ((n,),) = await self._fetch(f"SELECT count(*) FROM events WHERE {where}", params)
+        seqs = await self._seq_range(query, 0)
+        if seqs is None:
+            return 0
+        ((n,),) = await self._fetch(*count_sql(query, *seqs))
         return int(n)
 
     async def head(self) -> int:
