@@ -19,6 +19,7 @@ from .errors import (
 )
 from .events import Event, RecordedEvent
 from .pricing import ModelPrice, PriceTable, PricingProvider
+from .redaction import PIIRedactor
 from .store import EventStore, Page
 from .subscriptions import Subscription
 
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidEventError",
     "InvalidQueryError",
     "ModelPrice",
+    "PIIRedactor",
     "Page",
     "PriceTable",
     "PricingProvider",

@@ -4,6 +4,9 @@ A hook takes an Event and returns an Event (sync or async), e.g.
 `msgspec.structs.replace(ev, data={...})`. The chain fails closed: if a hook raises, or
 returns anything but an Event with the same id, nothing is written and the caller gets a
 RedactionError. The redacted form is what is stored and what every subscriber sees.
+
+`PIIRedactor` (from eventstore.pii) is a ready hook for e-mail addresses, phone numbers,
+payment cards, IBANs, IP addresses and secrets.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from typing import TypeAlias
 
 from .errors import RedactionError
 from .events import Event
+from .pii import PIIRedactor
+
+__all__ = ["PIIRedactor", "RedactHook", "run_hooks"]
 
 RedactHook: TypeAlias = Callable[[Event], Event | Awaitable[Event]]
 
