@@ -104,10 +104,25 @@ CHECK_META_KEY: Final = "encryption_key_check"
 
 _CHECK_LABEL = b"eventstore master key check v1"
 _NONCE = 12
+_NONCE_POOL = 256
 _MAX_RIDERS = 2_000
 _MISSING: Any = object()
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
+
+
+# The plaintext inside an envelope: b"s" + UTF-8 for a string (the common case, and JSON
+# escaping a kilobyte of text costs as much as encrypting it), b"j" + JSON otherwise.
+def _pack(value: Any) -> bytes:
+    if type(value) is str:
+        return b"s" + value.encode()
+    return b"j" + _json_encode(value)
+
+
+def _unpack(plaintext: bytes) -> Any:
+    if plaintext[:1] == b"s":
+        return plaintext[1:].decode()
+    return _json_decode(plaintext[1:])
 
 _HOW_TO_MAKE = (
     'make one with: python -c "import base64, os; '
@@ -249,6 +264,8 @@ class Encryption:
         # be cached after it.
         self._epoch = 0
         self._wanted: dict[str, asyncio.Future[_Key]] = {}
+        self._nonces = b""
+        self._nonce_at = 0
         self._flusher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:  # never the key
@@ -425,6 +442,16 @@ class Encryption:
 
     # --- sealing -----------------------------------------------------------------------
 
+    def _nonce(self) -> bytes:
+        """A random 96-bit nonce, drawn from a pool filled by one urandom call per
+        _NONCE_POOL nonces instead of one system call each."""
+        if self._nonce_at >= len(self._nonces):
+            self._nonces = os.urandom(_NONCE * _NONCE_POOL)
+            self._nonce_at = 0
+        at = self._nonce_at
+        self._nonce_at = at + _NONCE
+        return self._nonces[at : at + _NONCE]
+
     def _aad(self, event_id: str, field: _Field) -> bytes:
         return event_id.encode() + field.aad_tail
 
@@ -443,8 +470,8 @@ class Encryption:
         data, metadata = event.data, event.metadata
         prefix = f"{ENVELOPE_PREFIX}{key.generation}:"
         for field, value in found:
-            nonce = os.urandom(_NONCE)
-            blob = nonce + key.aead.encrypt(nonce, _json_encode(value),
+            nonce = self._nonce()
+            blob = nonce + key.aead.encrypt(nonce, _pack(value),
                                             self._aad(event.id, field))
             envelope = prefix + binascii.b2a_base64(blob, newline=False).decode("ascii")
             if field.root == "data":
@@ -464,7 +491,8 @@ class Encryption:
         sealed, key = await self._seal(event)
         if key is None:
             return sealed, digest
-        return sealed, hmac.digest(key.digest_key, digest, "sha256")[:16]
+        # Keyed BLAKE2b is a MAC in one call (HMAC re-keys SHA-256 on every use).
+        return sealed, hashlib.blake2b(digest, key=key.digest_key, digest_size=16).digest()
 
     # --- opening -----------------------------------------------------------------------
 
@@ -498,7 +526,7 @@ class Encryption:
                 "authenticate: the stored ciphertext was altered, damaged or copied from "
                 "another event"
             ) from None
-        return _json_decode(plaintext)
+        return _unpack(plaintext)
 
     async def open_events(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
         """The events as callers see them: personal fields decrypted, or ERASED once their
