@@ -58,10 +58,14 @@ def digest_of(event: Event) -> bytes:
     return hashlib.blake2b(material, digest_size=16).digest()
 
 
-def seal(body: bytes, seq: int, recorded_at: datetime) -> bytes:
+def stamp(recorded_at: datetime) -> bytes:
+    """recorded_at as the document carries it (formatted once per group, not per row)."""
+    return recorded_at.isoformat().replace("+00:00", "Z").encode()
+
+
+def seal(body: bytes, seq: int, recorded_stamp: bytes) -> bytes:
     """The stored document: the prepared body with its position spliced in."""
-    stamp = recorded_at.isoformat().replace("+00:00", "Z")
-    return b"%s,\"seq\":%d,\"recorded_at\":\"%s\"}" % (body[:-1], seq, stamp.encode())
+    return b"%s,\"seq\":%d,\"recorded_at\":\"%s\"}" % (body[:-1], seq, recorded_stamp)
 
 
 def decode_recorded(document: bytes | str) -> RecordedEvent:

@@ -49,6 +49,10 @@ class CursorCodec:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (binascii.Error, ValueError) as exc:
             raise InvalidCursorError("cursor is malformed (not URL-safe base64)") from exc
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != cursor:
+            # Base64's last character can carry unused bits: insist on the one spelling we
+            # issue, so no two strings are the same cursor.
+            raise InvalidCursorError("cursor is malformed (not in canonical form)")
         body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if len(raw) <= _MAC_BYTES or not hmac.compare_digest(mac, self._mac(body)):
             raise InvalidCursorError(

@@ -137,7 +137,11 @@ class EventStore:
         self._open = True
         listen = getattr(self.backend, "listen", None)
         if listen is not None:  # other processes' commits wake our subscriptions
-            await listen(self._on_remote_head)
+            try:
+                await listen(self._on_remote_head)
+            except BaseException:
+                await self.close()
+                raise
         return self
 
     async def _run(self, started: asyncio.Event) -> None:

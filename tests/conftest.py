@@ -6,6 +6,7 @@ they skip, unless EVENTSTORE_REQUIRE_PG=1 (as in CI), where a missing server fai
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib.util
 import os
 import uuid
@@ -35,7 +36,10 @@ def pg_available() -> str | None:
                 conn = await asyncpg.connect(PG_URL, timeout=5)
                 await conn.close()
 
-            asyncio.run(probe())
+            # A test or fixture may call this with a loop already running in its thread,
+            # where asyncio.run refuses to start: probe on a thread of its own.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, probe()).result()
             _pg_state["reason"] = None
         except Exception as exc:  # any failure to connect means: no server here
             _pg_state["reason"] = f"no PostgreSQL server at {PG_URL}: {exc!r}"

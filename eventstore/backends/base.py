@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from ..codec import PreparedEvent, record, seal
+from ..codec import PreparedEvent, record, seal, stamp
 from ..errors import DuplicateEventError, EventStoreError
 from ..events import RecordedEvent
 from ..query import Query
@@ -88,6 +88,7 @@ def plan_group(
     """Resolve a group: each request either fully commits, fully matches, or fails alone."""
     plan = GroupPlan()
     accepted: dict[str, StoredId] = {}
+    recorded_stamp = stamp(recorded_at)
     for request in requests:
         start_seq = next_seq
         mine: dict[str, StoredId] = {}
@@ -104,7 +105,7 @@ def plan_group(
                 results.append(known.event)
                 continue
             recorded = record(prepared.visible, next_seq, recorded_at)
-            rows.append(NewRow(recorded, seal(prepared.body, next_seq, recorded_at),
+            rows.append(NewRow(recorded, seal(prepared.body, next_seq, recorded_stamp),
                                prepared.digest))
             mine[event_id] = StoredId(prepared.digest, recorded)
             results.append(recorded)
