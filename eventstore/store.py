@@ -36,7 +36,7 @@ from .errors import (
 )
 from .events import USER_FORGOTTEN, Event, RecordedEvent
 from .instrument import instrumented, send_span, send_start
-from .query import Query, build_query, check_limit, check_seq
+from .query import build_query, check_limit, check_seq
 from .redaction import RedactHook, run_hooks
 from .subscriptions import Guardian, Handler, Subscription
 from .writer import GroupCommitWriter
@@ -399,16 +399,18 @@ class EventStore:
         type: str | Iterable[str] | None = None,
         conversation_id: str | None = None,
         user_id: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
         batch_size: int = READ_BATCH,
     ) -> AsyncIterator[RecordedEvent]:
-        """Every event with seq >= from_seq (optionally filtered), in order, paged inside.
-
-        The next page is fetched while the current one is consumed.
+        """Every event with seq >= from_seq (optionally filtered as in list_events), in
+        order, paged inside. The next page is fetched while the current one is consumed.
         """
         self._check_open()
         check_seq("from_seq", from_seq)
         batch_size = check_limit(batch_size)
-        query = build_query(conversation_id=conversation_id, user_id=user_id, type=type)
+        query = build_query(conversation_id=conversation_id, user_id=user_id, type=type,
+                            after=after, before=before)
         started = send_start(self, "read")
         pending: asyncio.Future[list[RecordedEvent]] | None = asyncio.ensure_future(
             self.backend.query(query, after_seq=max(from_seq - 1, 0), limit=batch_size)
@@ -431,15 +433,6 @@ class EventStore:
             if pending is not None:
                 pending.cancel()
             send_span(self, "read", started, error)
-
-    async def query_events(self, query: Query, *, after_seq: int, limit: int) -> list[
-        RecordedEvent
-    ]:
-        """A page for an already-validated Query (used by subscriptions and projections)."""
-        self._check_open()
-        return await self._reveal(
-            await self.backend.query(query, after_seq=after_seq, limit=limit)
-        )
 
     # --- subscriptions -----------------------------------------------------------------
 
@@ -652,23 +645,15 @@ class EventStore:
         model: str | None,
         after: datetime | None,
         before: datetime | None,
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> list[RecordedEvent]:
         from .cost_records import matches
 
-        query = build_query(conversation_id=conversation_id, user_id=user_id,
-                            type="cost_recorded", after=after, before=before)
         for name, value in (("provider", provider), ("model", model)):
             if value is not None and not isinstance(value, str):
                 raise InvalidQueryError(f"{name}= must be a string or None")
-        after_seq = 0
-        while True:
-            page = await self.query_events(query, after_seq=after_seq, limit=READ_BATCH)
-            for event in page:
-                if matches(event, provider, model):
-                    yield event
-            if len(page) < READ_BATCH:
-                return
-            after_seq = page[-1].seq
+        return [e async for e in self.read(type="cost_recorded", conversation_id=conversation_id,
+                                           user_id=user_id, after=after, before=before)
+                if matches(e, provider, model)]
 
     @instrumented("sum_cost")
     async def sum_cost(
@@ -685,9 +670,9 @@ class EventStore:
         from .cost_records import total
 
         self._check_open()
-        return total([e async for e in self._cost_events(
+        return total(await self._cost_events(
             conversation_id=conversation_id, user_id=user_id, provider=provider, model=model,
-            after=after, before=before)])
+            after=after, before=before))
 
     @instrumented("get_cost_records")
     async def get_cost_records(
@@ -702,6 +687,6 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """The cost_recorded events of a conversation (or matching the filters), in order."""
         self._check_open()
-        return [e async for e in self._cost_events(
+        return await self._cost_events(
             conversation_id=conversation_id, user_id=user_id, provider=provider, model=model,
-            after=after, before=before)]
+            after=after, before=before)

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
+from ..clock import from_micros
 from ..codec import PreparedEvent, record, seal, stamp
 from ..errors import DuplicateEventError, EventStoreError
 from ..events import RecordedEvent
@@ -56,6 +57,17 @@ def newest_keys(records: Iterable[KeyRecord]) -> dict[str, KeyRecord]:
         if known is None or key.generation > known.generation:
             newest[key.user_id] = key
     return newest
+
+
+def checkpoint_from_row(row: Sequence[Any]) -> Checkpoint:
+    """A Checkpoint from a (name, position, state, updated_at micros) row."""
+    name, position, state, updated = row
+    return Checkpoint(
+        name=name,
+        position=int(position),
+        state=bytes(state) if state is not None else None,
+        updated_at=from_micros(int(updated)),
+    )
 
 
 @dataclass(slots=True)

@@ -45,7 +45,16 @@ from ..codec import PreparedEvent, decode_recorded
 from ..errors import BackendError, SchemaVersionError
 from ..events import RecordedEvent
 from ..query import Query
-from .base import Checkpoint, KeyRecord, NewRow, Outcome, StoredId, plan_group, request_ids
+from .base import (
+    Checkpoint,
+    KeyRecord,
+    NewRow,
+    Outcome,
+    StoredId,
+    checkpoint_from_row,
+    plan_group,
+    request_ids,
+)
 
 log = logging.getLogger("eventstore.postgres")
 
@@ -509,23 +518,13 @@ class PostgresBackend:
 
     # --- checkpoints -------------------------------------------------------------------
 
-    @staticmethod
-    def _checkpoint(row: Sequence[Any]) -> Checkpoint:
-        name, position, state, updated = row
-        return Checkpoint(
-            name=name,
-            position=int(position),
-            state=bytes(state) if state is not None else None,
-            updated_at=from_micros(int(updated)),
-        )
-
     async def load_checkpoint(self, name: str) -> Checkpoint | None:
         rows = await self._fetch(
             "loading a checkpoint",
             f"SELECT name, position, state, updated_at FROM {self._s}.checkpoints "
             "WHERE name = $1", name,
         )
-        return self._checkpoint(rows[0]) if rows else None
+        return checkpoint_from_row(rows[0]) if rows else None
 
     async def list_checkpoints(self) -> list[Checkpoint]:
         rows = await self._fetch(
@@ -533,7 +532,7 @@ class PostgresBackend:
             f"SELECT name, position, state, updated_at FROM {self._s}.checkpoints "
             "ORDER BY name",
         )
-        return [self._checkpoint(row) for row in rows]
+        return [checkpoint_from_row(row) for row in rows]
 
     async def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         updated: datetime = checkpoint.updated_at or utcnow()

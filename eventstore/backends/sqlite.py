@@ -32,7 +32,16 @@ from ..codec import PreparedEvent, decode_recorded
 from ..errors import BackendError, SchemaVersionError
 from ..events import RecordedEvent
 from ..query import Query
-from .base import Checkpoint, KeyRecord, Outcome, StoredId, newest_keys, plan_group, request_ids
+from .base import (
+    Checkpoint,
+    KeyRecord,
+    Outcome,
+    StoredId,
+    checkpoint_from_row,
+    newest_keys,
+    plan_group,
+    request_ids,
+)
 
 SCHEMA_VERSION = 2
 
@@ -380,27 +389,17 @@ class SQLiteBackend:
 
     # --- checkpoints -------------------------------------------------------------------
 
-    @staticmethod
-    def _checkpoint(row: Sequence[Any]) -> Checkpoint:
-        name, position, state, updated = row
-        return Checkpoint(
-            name=name,
-            position=int(position),
-            state=bytes(state) if state is not None else None,
-            updated_at=from_micros(int(updated)),
-        )
-
     async def load_checkpoint(self, name: str) -> Checkpoint | None:
         rows = await self._fetch(
             "SELECT name, position, state, updated_at FROM checkpoints WHERE name = ?", (name,)
         )
-        return self._checkpoint(rows[0]) if rows else None
+        return checkpoint_from_row(rows[0]) if rows else None
 
     async def list_checkpoints(self) -> list[Checkpoint]:
         rows = await self._fetch(
             "SELECT name, position, state, updated_at FROM checkpoints ORDER BY name", ()
         )
-        return [self._checkpoint(row) for row in rows]
+        return [checkpoint_from_row(row) for row in rows]
 
     def _execute(self, sql: str, params: Sequence[Any]) -> None:
         if self._writer is None:
