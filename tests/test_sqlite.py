@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import logging
 import os
 import random
 import shutil
 import signal
 import sqlite3
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ from eventstore import (
 )
 from eventstore.backends.sqlite import SCHEMA_VERSION, SQLiteBackend
 from eventstore.query import build_query
+
+from .conftest import wait_for
 
 KILL_WRITER = Path(__file__).with_name("kill_writer.py")
 
@@ -565,6 +569,66 @@ async def test_a_lock_held_past_busy_timeout_fails_the_append_cleanly(tmp_path: 
         assert second.seq == 2
         assert await read_all(store) == [first, second]
 
+
+
+# --- WAL checkpoints ----------------------------------------------------------------
+
+
+def checkpoint_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "eventstore-sqlite-checkpoint"]
+
+
+@pytest.mark.parametrize("writer_helps", [True, False], ids=["bounded", "help-disabled"])
+async def test_the_wal_stays_bounded_under_a_steady_stream_of_appends(
+    tmp_path: Path, writer_helps: bool
+) -> None:
+    # Commits back to back never leave the background checkpoint a quiet moment to catch
+    # up; the writer finishing a checkpoint itself is what lets the WAL start over. The
+    # help-disabled run shows the test can tell the difference.
+    db, wal = tmp_path / "x.db", tmp_path / "x.db-wal"
+    async with EventStore.open(url(db)) as store:
+        checkpointer = backend_of(store).checkpointer
+        assert checkpointer is not None
+        checkpointer.interval = 0.02
+        checkpointer.max_frames = 100 if writer_helps else 10**9
+        written: list[RecordedEvent] = []
+        # about 30 MB of content; each commit of 200 rows adds about 1 MB of WAL (whole
+        # pages of the table and of each index leaf it touches), so the WAL's high-water
+        # mark is a few MB with help and most of the content without
+        for k in range(250):
+            written += await store.append_many(
+                [msg(conv=f"c{i % 50}", content=f"{k}-{i}-" + "x" * 600) for i in range(200)])
+        payload = sum(len(e.data["content"]) for e in written)
+        assert checkpointer.checkpoints > 0
+        if writer_helps:
+            assert wal.stat().st_size < payload / 5, (wal.stat().st_size, payload)
+        else:
+            assert wal.stat().st_size > payload / 2, (wal.stat().st_size, payload)
+        assert await read_all(store) == written
+    assert not checkpoint_threads()
+    assert not wal.exists() or wal.stat().st_size == 0  # the last close checkpointed it all
+    async with EventStore.open(url(db)) as store:
+        assert await read_all(store) == written
+
+
+async def test_appends_survive_a_checkpointer_that_cannot_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "x.db"
+    caplog.set_level(logging.WARNING, logger="eventstore.sqlite")
+    async with EventStore.open(url(db)) as store:
+        checkpointer = backend_of(store).checkpointer
+        assert checkpointer is not None and checkpointer._conn is not None
+        checkpointer._conn.close()  # every checkpoint now fails with ProgrammingError
+        before = checkpointer.checkpoints
+        recs = [await store.append(msg(content=str(i))) for i in range(20)]
+        await wait_for(lambda: any("WAL checkpoint" in r.getMessage() and "failed" in
+                                   r.getMessage() for r in caplog.records))
+        recs += [await store.append(msg(content="after the failure"))]
+        assert await read_all(store) == recs
+        assert checkpointer.checkpoints == before
+    async with EventStore.open(url(db)) as store:
+        assert await read_all(store) == recs
 
 # --- SIGKILL mid-stream -------------------------------------------------------------
 

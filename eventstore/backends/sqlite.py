@@ -42,6 +42,7 @@ from .base import (
     plan_group,
     request_ids,
 )
+from .wal_checkpointer import WalCheckpointer
 
 SCHEMA_VERSION = 2
 
@@ -166,6 +167,7 @@ class SQLiteBackend:
         self._writer_thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
         self._secret: bytes | None = None
+        self.checkpointer: WalCheckpointer | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -187,6 +189,7 @@ class SQLiteBackend:
             for pragma in self._pragmas():
                 conn.execute(pragma)
             conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # see wal_checkpointer.py
             secret = self._migrate(conn)
         except BaseException:
             conn.close()
@@ -204,6 +207,8 @@ class SQLiteBackend:
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="eventstore-sqlite")
         try:
             self._secret = await self._on_writer(self._open_writer)
+            self.checkpointer = WalCheckpointer(self.path, self._pragmas())
+            await self._on_writer(self.checkpointer.start)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None,
                                                    timeout=self._busy_timeout / 1000)
             for pragma in [*self._pragmas(), "PRAGMA query_only = ON"]:
@@ -251,6 +256,9 @@ class SQLiteBackend:
             await reader.close()
         thread, self._writer_thread = self._writer_thread, None
         if thread is not None:
+            checkpointer, self.checkpointer = self.checkpointer, None
+            if checkpointer is not None:  # before the writer, whose close checkpoints the rest
+                await asyncio.get_running_loop().run_in_executor(thread, checkpointer.close)
             writer, self._writer = self._writer, None
             if writer is not None:
                 await asyncio.get_running_loop().run_in_executor(thread, writer.close)
@@ -304,6 +312,8 @@ class SQLiteBackend:
                     ],
                 )
             conn.execute("COMMIT")
+            if plan.rows and self.checkpointer is not None:
+                self.checkpointer.committed(conn)
         except BaseException as exc:
             if conn.in_transaction:
                 try:
@@ -405,6 +415,8 @@ class SQLiteBackend:
         if self._writer is None:
             raise BackendError("the SQLite backend is not open")
         self._writer.execute(sql, params)
+        if self.checkpointer is not None:
+            self.checkpointer.committed(self._writer)
 
     async def _write(self, sql: str, params: Sequence[Any]) -> None:
         try:
