@@ -517,6 +517,10 @@ class PIIRedactor:
             without a secret.
     """
 
+    # It returns a changed copy, never edits an event in place: the store may skip
+    # re-validating an event it hands back unchanged (see eventstore.redaction).
+    copies_on_write: Final = True
+
     def __init__(
         self,
         *,

@@ -37,7 +37,7 @@ from .errors import (
 from .events import USER_FORGOTTEN, Event, RecordedEvent
 from .instrument import instrumented, send_span, send_start
 from .query import build_query, check_limit, check_seq
-from .redaction import RedactHook, run_hooks
+from .redaction import RedactHook, copies_on_write, run_hooks
 from .subscriptions import Guardian, Handler, Subscription
 from .writer import GroupCommitWriter
 
@@ -84,6 +84,7 @@ class EventStore:
         self.url = url
         self.dispatcher = signals.Dispatcher()
         self._hooks = tuple(redact)
+        self._hooks_copy = copies_on_write(self._hooks)
         self._pricing = pricing
         self.encryption = encryption
         self._cursor_secret = cursor_secret
@@ -209,9 +210,13 @@ class EventStore:
         if event.occurred_at.utcoffset():
             event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(UTC))
         if self._hooks:
+            original = event
             event = await run_hooks(self._hooks, event)
             try:
-                event = validate(event)
+                # hooks that copy on write and found nothing hand back the very event,
+                # validated above
+                unchanged = event is original and self._hooks_copy
+                event = event if unchanged else validate(event)
             except InvalidEventError as exc:
                 raise RedactionError(
                     f"a redact hook produced an invalid event ({exc}); nothing was written"

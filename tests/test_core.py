@@ -17,6 +17,7 @@ from eventstore import (
     InvalidCursorError,
     InvalidEventError,
     InvalidQueryError,
+    PIIRedactor,
     RecordedEvent,
     RedactionError,
     StoreClosedError,
@@ -414,6 +415,23 @@ async def test_failing_redact_hook_fails_closed(open_store: StoreFactory, hook: 
             await store.append(msg(content="secret"))
         with pytest.raises(RedactionError):
             await store.append_many([msg(content="fine"), msg(content="secret")])
+        assert await store.count_events() == 0
+
+
+def drop_content_in_place(event: Event) -> Event:
+    event.data.pop("content", None)  # a careless hook: edits the event, hands it back
+    return event
+
+
+@pytest.mark.parametrize("chain", [[drop_content_in_place],
+                                   [PIIRedactor(), drop_content_in_place]],
+                         ids=["alone", "after-pii"])
+async def test_a_hook_that_edits_in_place_is_still_validated(
+    open_store: StoreFactory, chain: list[Any]
+) -> None:
+    async with open_store(redact=chain) as store:
+        with pytest.raises(RedactionError, match="invalid event"):
+            await store.append(msg(content="nothing personal"))
         assert await store.count_events() == 0
 
 
