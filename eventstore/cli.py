@@ -176,8 +176,8 @@ async def tail_cmd(store: EventStore, *, from_seq: int | None, last: int, count:
                    interval: float, as_json: bool, **filters: Any) -> None:
     """Follow the log: the last events, then new ones as they commit. Ctrl-C stops it.
 
-    New events are found by polling the log by seq (SQLite cannot tell another process
-    of a commit); on PostgreSQL a notification wakes the poll at once.
+    New events are read from the log by seq, woken as soon as any process commits, with
+    a poll every --interval seconds as a safety net.
     """
 
     def show(event: RecordedEvent) -> None:

@@ -1,9 +1,8 @@
 """`eventstore tail`: follow the log from another process.
 
-A subscription in this process would hear only this process's commits on SQLite, so the
-follower polls the log by seq. On PostgreSQL the backend's LISTEN connection also wakes
-the poll as soon as any process commits; the poll interval stays as the safety net for a
-notification lost while the listener reconnects.
+The follower reads the log by seq. The backend's commit notifications (PostgreSQL's
+LISTEN, SQLite's data_version watcher) wake it as soon as any process commits; the poll
+interval stays as the safety net for a notification lost while a listener reconnects.
 """
 
 from __future__ import annotations

@@ -181,6 +181,9 @@ class EventStore:
         if self._runner is not None:
             await self._runner
         self.dispatcher.discard()
+        unlisten = getattr(self.backend, "unlisten", None)
+        if unlisten is not None:  # a shared in-process log outlives this store
+            unlisten(self._on_remote_head)
         await self.backend.close()
 
     async def __aenter__(self) -> Self:

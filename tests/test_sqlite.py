@@ -208,7 +208,9 @@ async def test_busy_timeout_url_option_is_honoured(tmp_path: Path) -> None:
         assert await reader_pragma(backend, "query_only") == 1
 
 
-@pytest.mark.parametrize("query", ["synchronous=bogus", "busy_timeout=soon", "journal=off"])
+@pytest.mark.parametrize("query", ["synchronous=bogus", "busy_timeout=soon", "journal=off",
+                                   "watch_interval=-1", "watch_interval=soon",
+                                   "watch_interval=inf"])
 def test_bad_url_options_raise_an_eventstore_error(tmp_path: Path, query: str) -> None:
     with pytest.raises(EventStoreError):
         EventStore.open(f"sqlite:///{tmp_path / 'x.db'}?{query}")
@@ -507,6 +509,79 @@ async def test_two_processes_append_to_one_file_concurrently(tmp_path: Path) -> 
     assert len(events) == len(acked)
     assert sorted(acked, key=lambda a: a[1]) == [(e.id, e.seq) for e in events]
     assert switches(events) >= 2  # the two processes' commits interleaved
+
+
+async def test_a_subscriber_gets_another_process_appends_live(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    async with EventStore.open(url(db), guardian_interval=3600) as store:
+        seen: list[RecordedEvent] = []
+        sub = await store.subscribe(seen.append, name="watcher")
+        await wait_for(lambda: sub.idle)
+        proc = await spawn_writer(db, "fixed", "--tag", "child", "--rounds", "5",
+                                  "--singles", "4", "--batches", "1", "--batch-size", "5")
+        try:
+            assert await read_line(proc) == "READY"
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+            acked: list[tuple[str, int]] = []
+            while (line := await read_line(proc, seconds=60)) != "DONE":
+                _, event_id, seq = line.split()
+                acked.append((event_id, int(seq)))
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert len(acked) == 5 * 9
+        # delivered by the commit watcher: the guardian never ticks in this test
+        await wait_for(lambda: len(seen) == len(acked))
+        assert [(e.id, e.seq) for e in seen] == sorted(acked, key=lambda a: a[1])
+        assert store.guardian.ticks == 0
+
+
+async def test_the_guardian_restarts_a_stopped_commit_watcher(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    async with EventStore.open(url(db), guardian_interval=3600) as store, \
+            EventStore.open(url(db)) as other:
+        watcher = backend_of(store).watcher
+        assert watcher is not None and watcher.alive
+        seen: list[int] = []
+        sub = await store.subscribe(lambda e: seen.append(e.seq), name="w")
+        await wait_for(lambda: sub.idle)
+        watcher.close()  # as if its thread had died
+        assert not watcher.alive
+        missed = await other.append(msg(content="while nobody watched"))
+        assert "relistened" in await store.guardian.check()
+        assert watcher.alive
+        await wait_for(lambda: seen == [missed.seq])
+        later = await other.append(msg(content="watched again"))
+        await wait_for(lambda: seen == [missed.seq, later.seq])
+
+
+async def test_every_listener_of_a_store_shares_one_commit_watcher(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    async with EventStore.open(url(db)) as store, EventStore.open(url(db)) as other:
+        backend = backend_of(store)
+        watcher = backend.watcher
+        heads: list[int] = []
+        await backend.listen(heads.append)  # as `eventstore tail` does
+        assert backend.watcher is watcher
+        assert len([t for t in threading.enumerate()
+                    if t.name == "eventstore-sqlite-watch"]) == 2  # one per store
+        rec = await other.append(msg())
+        await wait_for(lambda: rec.seq in heads)
+    assert not [t for t in threading.enumerate() if t.name == "eventstore-sqlite-watch"]
+
+
+async def test_watch_interval_zero_turns_the_watcher_off(tmp_path: Path) -> None:
+    async with EventStore.open(url(tmp_path / "x.db", watch_interval=0)) as store:
+        assert backend_of(store).watcher is None
+        assert not await store.backend.check_listener()
+    async with EventStore.open(url(tmp_path / "x.db", watch_interval=0.2)) as store:
+        watcher = backend_of(store).watcher
+        assert watcher is not None and watcher.interval == 0.2 and watcher.alive
+    assert not [t for t in threading.enumerate() if t.name == "eventstore-sqlite-watch"]
 
 
 # --- readers against the write lock -------------------------------------------------

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from eventstore import Event, EventStore, RecordedEvent, SubscriptionError, signals
+from eventstore.backends.memory import MemoryBackend
+from eventstore.backends.sqlite import SQLiteBackend
 from eventstore.subscriptions import Status
 
 from .conftest import StoreFactory, wait_for
@@ -69,6 +71,25 @@ async def test_subscriber_starting_behind_catches_up_then_goes_live(store: Event
     await wait_for(lambda: seen[-1:] == [want[-1]])
     assert seen == want
     assert sub.position == late[-1].seq
+
+
+async def test_events_appended_by_another_store_arrive_live_without_the_guardian(
+    open_store: StoreFactory,
+) -> None:
+    # Another store on the same log stands for another process: its appends do not fire
+    # this store's signal, so only the backend's commit notifications can bring them
+    # (PostgreSQL NOTIFY, SQLite's data_version watcher, the shared in-memory log).
+    async with open_store(guardian_interval=3600) as reader, open_store() as writer:
+        seen: list[int] = []
+        sub = await reader.subscribe(lambda e: seen.append(e.seq), name="remote")
+        await wait_for(lambda: sub.idle)
+        ticks = reader.guardian.ticks
+        first = await writer.append_many([message(i) for i in range(3)])
+        await wait_for(lambda: seen == [e.seq for e in first])
+        more = [await writer.append(message(i)) for i in range(3, 6)]
+        mine = await reader.append(message(6))
+        await wait_for(lambda: seen == [e.seq for e in [*first, *more, mine]])
+        assert reader.guardian.ticks == ticks  # no guardian tick did it
 
 
 async def test_resume_by_name_across_close_and_reopen(open_store: StoreFactory) -> None:
@@ -164,8 +185,7 @@ async def test_guardian_repairs_cleared_receivers_and_replays_in_order(
     signals.event_appended.receivers.clear()
     missed = [await store.append(e) for e in mixed(10)]
     assert not sub.connected
-    if backend_kind != "postgres":  # there LISTEN/NOTIFY also wakes it, signal or not
-        assert len(seen) == 3
+    # (the backend's commit notification may wake it meanwhile: the repair is still due)
     signals.guardian_repair.connect(on_repair, sender=store)
     try:
         made = await store.guardian.check()
@@ -206,14 +226,21 @@ async def test_guardian_catches_up_an_idle_subscription_left_behind(
     open_store: StoreFactory,
 ) -> None:
     seen: list[int] = []
-    async with open_store() as store, open_store() as other:
+    async with open_store(guardian_interval=3600) as store, open_store() as other:
         sub = await store.subscribe(lambda e: seen.append(e.seq), name="behind")
         await wait_for(lambda: sub.idle)
-        # another store on the same log appends: this store sends no signal for it
+        # another store on the same log appends: this store sends no signal for it, and
+        # the backend's notification of the commit is lost
+        if isinstance(store.backend, MemoryBackend):
+            store.backend.unlisten(store._on_remote_head)
+        elif isinstance(store.backend, SQLiteBackend):
+            assert store.backend.watcher is not None
+            store.backend.watcher.close()
         rec = await other.append(message(1))
-        if open_store.kind == "postgres":
+        if open_store.kind == "postgres":  # a lost listener is tested in test_postgres
             await wait_for(lambda: seen == [rec.seq])  # LISTEN/NOTIFY woke it
         else:
+            assert seen == []
             assert "caught_up" in await store.guardian.check()
             await wait_for(lambda: seen == [rec.seq])
 
@@ -320,3 +347,17 @@ async def test_guardian_runs_on_its_own_interval(open_store: StoreFactory) -> No
         assert sub.connected
         await store.append(message(2))
         await wait_for(lambda: seen == [1, 2])
+
+
+async def test_a_closed_store_stops_listening_to_a_shared_memory_log() -> None:
+    from eventstore.backends.memory import named_memory_backend
+
+    name = f"shared-{id(object())}"
+    backend = named_memory_backend(name)
+    async with EventStore.open(f"memory://{name}") as first:
+        async with EventStore.open(f"memory://{name}") as second:
+            assert len(backend._listeners) == 2
+            await second.append(message(1))
+        assert len(backend._listeners) == 1
+        assert (await first.append(message(2))).seq == 2
+    assert backend._listeners == []

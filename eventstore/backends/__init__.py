@@ -11,7 +11,7 @@ from .base import Backend, Checkpoint
 
 __all__ = ["Backend", "Checkpoint", "backend_for_url"]
 
-SQLITE_URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "create"})
+SQLITE_URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "create", "watch_interval"})
 # eventstore's own options in a postgresql:// query string; the rest go to asyncpg.
 POSTGRES_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "schema": str, "pool_size": int, "min_pool_size": int, "command_timeout": float,
@@ -23,7 +23,7 @@ def backend_for_url(url: str, **options: Any) -> Backend:
     """The backend a store URL names.
 
     `memory://` (private) or `memory://name` (shared in-process), `sqlite:///relative.db`,
-    `sqlite:////absolute.db` (options synchronous, busy_timeout, create),
+    `sqlite:////absolute.db` (options synchronous, busy_timeout, create, watch_interval),
     `postgresql://user@host:port/db` (options schema, pool_size, min_pool_size,
     command_timeout, connect_timeout; others go to asyncpg).
     """

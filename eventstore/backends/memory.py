@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import msgspec
@@ -35,6 +36,9 @@ class MemoryBackend:
         self._meta: dict[str, bytes] = {}
         self._keys: dict[str, dict[int, KeyRecord]] = {}
         self._last_recorded: datetime | None = None
+        # Stores sharing a named log hear each other's commits, as processes sharing a
+        # SQLite file or a PostgreSQL schema do (each on the loop it listened from).
+        self._listeners: list[tuple[asyncio.AbstractEventLoop, Callable[[int], None]]] = []
 
     async def open(self) -> None:
         return None
@@ -58,7 +62,19 @@ class MemoryBackend:
             self._by_id[row.event.id] = StoredId(row.digest, stored_event)
         if plan.rows:
             self._last_recorded = now
+            head = len(self._events)
+            for loop, on_head in list(self._listeners):
+                try:
+                    loop.call_soon_threadsafe(on_head, head)
+                except RuntimeError:  # its loop is closed: a store that was never closed
+                    self.unlisten(on_head)
         return plan.outcomes, [row.event for row in plan.rows]
+
+    async def listen(self, on_head: Callable[[int], None]) -> None:
+        self._listeners.append((asyncio.get_running_loop(), on_head))
+
+    def unlisten(self, on_head: Callable[[int], None]) -> None:
+        self._listeners = [(loop, f) for loop, f in self._listeners if f != on_head]
 
     async def query(self, query: Query, *, after_seq: int, limit: int) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []

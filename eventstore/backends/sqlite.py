@@ -42,6 +42,8 @@ from .base import (
     plan_group,
     request_ids,
 )
+from .commit_watcher import INTERVAL as WATCH_INTERVAL
+from .commit_watcher import CommitWatcher
 from .wal_checkpointer import WalCheckpointer
 
 SCHEMA_VERSION = 2
@@ -156,10 +158,14 @@ class SQLiteBackend:
         synchronous: str = "normal",
         busy_timeout: str | int = 30_000,
         create: bool | str = True,
+        watch_interval: float | str = WATCH_INTERVAL,
     ) -> None:
         self.path = Path(path)
         if str(synchronous).lower() not in ("normal", "full", "extra"):
             raise ValueError("synchronous must be normal, full or extra")
+        self._watch_interval = float(watch_interval)
+        if not 0 <= self._watch_interval < float("inf"):
+            raise ValueError("watch_interval must be a number of seconds >= 0 (0: off)")
         self._synchronous = str(synchronous).upper()
         self._busy_timeout = int(busy_timeout)
         self._create = create not in (False, "0", "false", "no")
@@ -168,6 +174,8 @@ class SQLiteBackend:
         self._reader: aiosqlite.Connection | None = None
         self._secret: bytes | None = None
         self.checkpointer: WalCheckpointer | None = None
+        self.watcher: CommitWatcher | None = None
+        self._head_callbacks: list[Callable[[int], None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -256,6 +264,10 @@ class SQLiteBackend:
             await reader.close()
         thread, self._writer_thread = self._writer_thread, None
         if thread is not None:
+            watcher, self.watcher = self.watcher, None
+            self._head_callbacks.clear()
+            if watcher is not None:
+                await asyncio.get_running_loop().run_in_executor(thread, watcher.close)
             checkpointer, self.checkpointer = self.checkpointer, None
             if checkpointer is not None:  # before the writer, whose close checkpoints the rest
                 await asyncio.get_running_loop().run_in_executor(thread, checkpointer.close)
@@ -380,6 +392,42 @@ class SQLiteBackend:
         if query.before is not None and high is None:
             high = 2**62
         return page_sql(query, after_seq, high, limit)
+
+    # --- commits from other connections ------------------------------------------------
+
+    async def listen(self, on_head: Callable[[int], None]) -> None:
+        """Call `on_head(seq)` soon after any connection commits to the file (see
+        commit_watcher.py); off with the URL option watch_interval=0."""
+        if self._watch_interval == 0:
+            return
+        self._head_callbacks.append(on_head)
+        if self.watcher is not None:
+            return
+        watcher = CommitWatcher(self.path, self._pragmas(), self._heard,
+                                asyncio.get_running_loop(), self._watch_interval)
+        try:
+            await self._on_writer(watcher.start)
+        except sqlite3.Error as exc:
+            self._head_callbacks.remove(on_head)
+            raise BackendError(f"cannot watch {self.path} for commits: {exc}") from exc
+        self.watcher = watcher
+
+    def _heard(self, head: int) -> None:
+        for on_head in list(self._head_callbacks):
+            on_head(head)
+
+    async def check_listener(self) -> bool:
+        """True if the commit watcher had stopped and runs again (commits may have gone
+        unnoticed meanwhile: catch up); the guardian calls this on every tick."""
+        watcher = self.watcher
+        if watcher is None or watcher.alive or self._writer_thread is None:
+            return False
+        try:
+            await self._on_writer(watcher.start)
+        except sqlite3.Error as exc:
+            log.warning("cannot restart watching %s for commits: %s", self.path, exc)
+            return False
+        return True
 
     async def count(self, query: Query) -> int:
         seqs = await self._seq_range(query, 0)
