@@ -27,6 +27,7 @@ from .backends.base import Backend
 from .codec import PreparedEvent, decode_event, digest_of, encode_event, validate
 from .cursor import CursorCodec
 from .errors import (
+    DuplicateEventError,
     EventStoreError,
     InvalidEventError,
     InvalidQueryError,
@@ -237,7 +238,7 @@ class EventStore:
         """Append one event; an id already stored with the same content returns that event."""
         self._check_open()
         prepared = [await self._prepare(event)]
-        (recorded,) = await self._reveal_appended(prepared, await self._writer.submit(prepared))
+        (recorded,) = await self._reveal_appended(prepared, await self._commit(prepared))
         return recorded
 
     @instrumented("append_many")
@@ -249,7 +250,36 @@ class EventStore:
         prepared = [await self._prepare(event) for event in events]
         if not prepared:
             return []
-        return await self._reveal_appended(prepared, await self._writer.submit(prepared))
+        return await self._reveal_appended(prepared, await self._commit(prepared))
+
+    async def _commit(self, prepared: list[PreparedEvent]) -> list[RecordedEvent]:
+        try:
+            return await self._writer.submit(prepared)
+        except DuplicateEventError as exc:
+            raise await self._explain_duplicate(exc, prepared) from None
+
+    async def _explain_duplicate(self, exc: DuplicateEventError,
+                                 prepared: list[PreparedEvent]) -> DuplicateEventError:
+        """With encryption, a retry of a forgotten user's event cannot match what is stored:
+        its fingerprint was keyed with the destroyed key. Say so rather than "different
+        content"; the stored copy stays erased either way."""
+        if self.encryption is None:
+            return exc
+        user_id = next((p.visible.user_id for p in prepared
+                        if p.visible.id == exc.event_id), None)
+        if user_id is None:
+            return exc
+        newest = (await self.backend.load_keys([user_id])).get(user_id)
+        # generations after the first only exist because an earlier one was forgotten
+        if newest is None or (newest.wrapped is not None and newest.generation == 1):
+            return exc
+        return DuplicateEventError(
+            exc.event_id,
+            f"event id {exc.event_id!r} is already stored, for user {user_id!r}, whose "
+            "personal data forget_user() erased: a retry cannot be matched against the "
+            "erased copy, which stays as it is (or this is other content under a used id). "
+            "To store the event again, give it a new id (omit id= for a fresh UUIDv7).",
+        )
 
     @instrumented("forget_user")
     async def forget_user(self, user_id: str) -> RecordedEvent:

@@ -268,8 +268,10 @@ async def test_forget_user_erases_every_read_path(open_store: StoreFactory) -> N
         # A retry of the erased message: nobody can tell any more whether it had the same
         # content (its digest was keyed with the destroyed key), so it is refused, and
         # nothing of it is returned. A retry of what was not encrypted still works.
-        with pytest.raises(DuplicateEventError):
+        with pytest.raises(DuplicateEventError, match="forget_user"):
             await store.append(retry)
+        with pytest.raises(DuplicateEventError, match="forget_user"):
+            await store.append_many([msg("u2", "fresh"), retry])
         assert await store.append(Event(
             type=c1.type, data=c1.data, conversation_id="c1", user_id="u1", id=c1.id,
             occurred_at=c1.occurred_at)) == c1
@@ -290,6 +292,13 @@ async def test_a_user_seen_again_gets_a_new_key_generation(open_store: StoreFact
         assert [e.data.get("content") async for e in store.read()] == [ERASED, None, "after"]
         keys = await store.backend.load_keys(["u1"])
         assert keys["u1"].generation == 2 and keys["u1"].wrapped is not None
+        # the erased event cannot be matched by a retry: the error says why
+        with pytest.raises(DuplicateEventError, match="forget_user"):
+            await store.append(msg("u1", "before", id=old.id, occurred_at=old.occurred_at))
+        # while a plain conflict of a user never forgotten keeps the plain message
+        other = await store.append(msg("u2", "mine"))
+        with pytest.raises(DuplicateEventError, match="different content"):
+            await store.append(msg("u2", "changed", id=other.id))
         assert b"enc:v1:2:" in await stored_bytes(store, open_store)
         await store.forget_user("u1")
         assert [e.data.get("content") async for e in store.read(user_id="u1",
