@@ -15,7 +15,7 @@ the same process:
   transactions of 1000 into a fresh file with the same schema, indexes and pragmas, and
   read back with a plain SELECT (no decoding). It is the physical limit for SQLite;
   the `store/raw` line is the share of it the store keeps.
-- eventsourcing (when the package is installed, `pip install eventsourcing`): its
+- eventsourcing (when installed: `python -m pip install -e '.[bench]'`): its
   Application on its SQLite persistence module, saving the same messages as aggregate
   events, 1000 per save, and reading them back through its notification log and mapper.
   It has no async API, so "concurrent single" does not apply to it.
@@ -138,7 +138,7 @@ def eventsourcing_peer(tmp: Path, events: int) -> dict[str, float] | str:
     try:
         from eventsourcing.application import Application
     except ImportError:
-        return "not installed (pip install eventsourcing)"
+        return "not installed (python -m pip install -e '.[bench]')"
     Conversation = _conversation_aggregate()
 
     app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite",
