@@ -485,8 +485,7 @@ class EventStore:
 
     def _on_remote_head(self, head: int) -> None:
         for subscription in self._subscriptions:
-            if subscription.position < head and not subscription._queue:
-                subscription.nudge()
+            subscription.note_head(head)
 
     @instrumented("subscribe")
     async def subscribe(

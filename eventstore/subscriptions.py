@@ -94,9 +94,11 @@ class Subscription:
         self.retries = 0
         self.delivered = 0
         self.restarts = 0
+        self.catch_ups = 0  # reads of the log (start, overflow, gap, another process)
         self._queue: deque[RecordedEvent] = deque()
         self._wake = asyncio.Event()
         self._catch_up = True
+        self._known_head = 0  # the highest head the backend announced (any process's commit)
         self._saved_position = position
         self._saved_at = time.monotonic()
         self._scope: anyio.CancelScope | None = None
@@ -155,6 +157,12 @@ class Subscription:
     def idle(self) -> bool:
         return (self.status == Status.RUNNING and not self._queue and not self._catch_up)
 
+    def note_head(self, head: int) -> None:
+        """The backend says the log reached `head` (a commit here or in another process)."""
+        if head > self._known_head:
+            self._known_head = head
+            self._wake.set()
+
     def nudge(self) -> None:
         """Catch up from the log at the next opportunity."""
         self._catch_up = True
@@ -189,6 +197,14 @@ class Subscription:
                 await self._catch_up_from_log()
                 continue
             if not self._queue:
+                if self.position < self._known_head:
+                    # Our own commits come through the signal too, and the backend's news
+                    # of them may arrive first: let the group in flight send its signals
+                    # before reading the log for events that are about to be queued.
+                    await self.store._writer.settled()
+                    if not self._queue and self.position < self._known_head:
+                        self._catch_up = True  # another process's events
+                    continue
                 self.status = Status.RUNNING
                 await self._wait_for_work()
                 continue
@@ -213,6 +229,7 @@ class Subscription:
     async def _catch_up_from_log(self) -> None:
         self.status = Status.CATCHING_UP
         self._catch_up = False
+        self.catch_ups += 1
         head = await self.store.head()
         q = self.query
         async for event in self.store.read(

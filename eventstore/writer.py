@@ -38,6 +38,7 @@ class GroupCommitWriter:
         self._queue: deque[_Request] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._in_flight: asyncio.Event | None = None  # set once the group has signalled
         self.groups = 0
         self.events = 0
 
@@ -73,7 +74,23 @@ class GroupCommitWriter:
             if group:
                 await self._commit(group)
 
+    async def settled(self) -> None:
+        """Wait until the group being committed now, if any, has answered its callers and
+        sent its commit signals."""
+        in_flight = self._in_flight
+        if in_flight is not None:
+            await in_flight.wait()
+
     async def _commit(self, group: list[_Request]) -> None:
+        self._in_flight = in_flight = asyncio.Event()
+        try:
+            await self._commit_group(group)
+        finally:
+            in_flight.set()
+            if self._in_flight is in_flight:
+                self._in_flight = None
+
+    async def _commit_group(self, group: list[_Request]) -> None:
         try:
             outcomes, committed = await self._backend.commit_group([req for req, _ in group])
         except asyncio.CancelledError:

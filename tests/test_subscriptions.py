@@ -92,6 +92,44 @@ async def test_events_appended_by_another_store_arrive_live_without_the_guardian
         assert reader.guardian.ticks == ticks  # no guardian tick did it
 
 
+async def test_own_appends_are_delivered_live_without_reading_the_log(
+    open_store: StoreFactory,
+) -> None:
+    # The backend also announces this store's own commits (NOTIFY, the watcher), maybe
+    # before the commit's signal: the subscription must not read the log for them.
+    async with open_store(guardian_interval=3600) as store:
+        seen: list[int] = []
+        sub = await store.subscribe(lambda e: seen.append(e.seq), name="own")
+        await wait_for(lambda: sub.idle)
+        reads = sub.catch_ups
+        recs = [r for _ in range(10)
+                for r in await asyncio.gather(*(store.append(message(i)) for i in range(8)))]
+        await wait_for(lambda: len(seen) == len(recs))
+        assert seen == sorted(r.seq for r in recs)
+        assert sub.catch_ups == reads
+
+
+async def test_another_stores_events_behind_a_busy_queue_are_not_left_behind(
+    open_store: StoreFactory,
+) -> None:
+    async with open_store(guardian_interval=3600) as store, open_store() as other:
+        seen: list[int] = []
+        release = asyncio.Event()
+
+        async def slow(event: RecordedEvent) -> None:
+            await release.wait()
+            seen.append(event.seq)
+
+        sub = await store.subscribe(slow, name="busy")
+        await wait_for(lambda: sub.idle)
+        mine = await store.append_many([message(1), message(2)])  # queued, first one held
+        theirs = await other.append(message(3))
+        await wait_for(lambda: sub._known_head >= theirs.seq)  # heard of while busy
+        release.set()
+        await wait_for(lambda: seen == [*(r.seq for r in mine), theirs.seq])
+        assert store.guardian.ticks == 0
+
+
 async def test_resume_by_name_across_close_and_reopen(open_store: StoreFactory) -> None:
     seen: list[int] = []
     async with open_store() as store:
