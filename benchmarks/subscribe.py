@@ -1,20 +1,25 @@
 """Subscription figures: append-to-handler latency and catch-up throughput.
 
-    python benchmarks/subscribe.py [--events 10000] [--behind 100000]
+    python benchmarks/subscribe.py [--events 10000] [--behind 100000] [--url postgresql://...]
 
 Latency: 10 producer tasks append `--events` events in all, each awaiting its own append
 (an app under load); every handler notes the time from the append call to the moment it
 runs. Reported as p50 / p99 for one subscriber and for ten. Catch-up: a subscriber starts
 `--behind` events behind the head and we time until its position reaches the head.
+Rows for memory, SQLite and PostgreSQL (throwaway schemas, dropped afterwards; skipped
+with a note when no server answers at --url, default EVENTSTORE_PG_URL or the local test
+database).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from eventstore import Event, EventStore, RecordedEvent
@@ -76,28 +81,77 @@ async def catch_up(url: str, behind: int, durable: bool) -> float:
     return head / elapsed
 
 
+async def pg_url(base: str) -> tuple[str, str] | str:
+    """A URL on a throwaway schema of the server at `base`, or why there is none."""
+    try:
+        import asyncpg
+    except ImportError:
+        return "asyncpg is not installed (pip install 'eventstore[postgres]')"
+    try:
+        conn = await asyncpg.connect(base, timeout=5)
+    except Exception as exc:  # no server: report and skip the rows
+        return f"no PostgreSQL server at {base} ({exc!r})"
+    await conn.close()
+    schema = f"es_bench_{uuid.uuid4().hex[:8]}"
+    return f"{base}?schema={schema}", schema
+
+
+async def drop_schema(base: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(base, timeout=5)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--behind", type=int, default=100_000)
+    parser.add_argument("--url", default=os.environ.get(
+        "EVENTSTORE_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="PostgreSQL server for the postgres rows (skipped if it does not answer)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        print(f"append-to-handler latency, {args.events} events from {PRODUCERS} producers")
-        for label in ("memory", "sqlite"):
-            for subs in (1, 10):
-                url = "memory://" if label == "memory" else \
-                    f"sqlite:///{Path(tmp) / f'latency-{subs}.db'}"
-                p50, p99 = await latency(url, args.events, subs)
-                print(f"  {label:7} {subs:2} subscriber(s): p50 {p50:6.2f} ms   p99 {p99:6.2f} ms")
-        print(f"catch-up of a subscriber {args.behind} events behind")
-        for label in ("memory", "sqlite"):
-            for durable in (False, True):
-                url = "memory://catchup" if label == "memory" else \
-                    f"sqlite:///{Path(tmp) / 'catchup.db'}"
-                rate = await catch_up(url, args.behind, durable)
-                kind = "durable  " if durable else "anonymous"
-                print(f"  {label:7} {kind}: {rate:10,.0f} events/s")
+    schemas: list[str] = []
 
+    async def url_for(label: str, name: str) -> str | None:
+        if label == "memory":
+            return f"memory://{name}"
+        if label == "sqlite":
+            return f"sqlite:///{Path(tmp) / f'{name}.db'}"
+        found = await pg_url(args.url)
+        if isinstance(found, str):
+            print(f"  postgres skipped: {found}")
+            return None
+        schemas.append(found[1])
+        return found[0]
+
+    labels = ("memory", "sqlite", "postgres")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"append-to-handler latency, {args.events} events from {PRODUCERS} producers")
+            for label in labels:
+                for subs in (1, 10):
+                    url = await url_for(label, f"latency-{subs}")
+                    if url is None:
+                        break
+                    p50, p99 = await latency(url, args.events, subs)
+                    print(f"  {label:8} {subs:2} subscriber(s): p50 {p50:6.2f} ms"
+                          f"   p99 {p99:6.2f} ms")
+            print(f"catch-up of a subscriber {args.behind} events behind")
+            for label in labels:
+                url = await url_for(label, "catchup")
+                if url is None:
+                    continue
+                for durable in (False, True):  # the durable run starts from the same log
+                    rate = await catch_up(url, args.behind, durable)
+                    kind = "durable  " if durable else "anonymous"
+                    print(f"  {label:8} {kind}: {rate:10,.0f} events/s")
+    finally:
+        for schema in schemas:
+            await drop_schema(args.url, schema)
 
 if __name__ == "__main__":
     asyncio.run(main())
