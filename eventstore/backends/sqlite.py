@@ -414,7 +414,10 @@ class SQLiteBackend:
 
     def _heard(self, head: int) -> None:
         for on_head in list(self._head_callbacks):
-            on_head(head)
+            try:
+                on_head(head)
+            except Exception:  # one bad callback must not starve the others
+                log.exception("on_head callback failed")
 
     async def check_listener(self) -> bool:
         """True if the commit watcher had stopped and runs again (commits may have gone
