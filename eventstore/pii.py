@@ -706,7 +706,12 @@ class PIIRedactor:
         # Windows that overlap are merged so that libphonenumber never sees a number cut
         # in two; numbers that cannot be a phone number here are never shown to it.
         regions: list[tuple[int, int]] = []
+        claimed = [(f.start, f.end) for f in t.found]
         for lo, hi in t.numbers():
+            # A card, IBAN or IP address found earlier is no phone number: libphonenumber
+            # would only be shown underscores (see below), at the price of a full parse.
+            if any(start <= lo and hi <= end for start, end in claimed):
+                continue
             # Without a "+" the number is in national format, so it must be long enough
             # for the region and not a date.
             if hi - lo < self._min_national and not text.endswith(("+", "+("), max(0, lo - 2), lo):
