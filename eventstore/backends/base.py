@@ -9,7 +9,8 @@ events get, so every backend resolves a group exactly the same way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -21,6 +22,8 @@ from ..codec import PreparedEvent, record, seal, stamp
 from ..errors import DuplicateEventError, EventStoreError
 from ..events import RecordedEvent
 from ..query import Query
+
+log = logging.getLogger("eventstore.backends")
 
 Outcome = list[RecordedEvent] | EventStoreError
 
@@ -68,6 +71,28 @@ def checkpoint_from_row(row: Sequence[Any]) -> Checkpoint:
         state=bytes(state) if state is not None else None,
         updated_at=from_micros(int(updated)),
     )
+
+
+def key_record_from_row(row: Sequence[Any]) -> KeyRecord:
+    """A KeyRecord from a (user_id, generation, wrapped, created_at micros, forgotten_at
+    micros) row."""
+    user_id, generation, wrapped, created, forgotten = row
+    return KeyRecord(
+        user_id=user_id, generation=int(generation),
+        wrapped=bytes(wrapped) if wrapped is not None else None,
+        created_at=from_micros(int(created)),
+        forgotten_at=from_micros(int(forgotten)) if forgotten is not None else None,
+    )
+
+
+def announce_head(callbacks: Sequence[Callable[[int], None]], head: int) -> None:
+    """Tell every `listen()` callback the log reached `head`; one that raises is logged
+    and the others still hear it."""
+    for callback in list(callbacks):
+        try:
+            callback(head)
+        except Exception:
+            log.exception("on_head callback failed")
 
 
 @dataclass(slots=True)

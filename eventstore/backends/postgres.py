@@ -51,7 +51,9 @@ from .base import (
     NewRow,
     Outcome,
     StoredId,
+    announce_head,
     checkpoint_from_row,
+    key_record_from_row,
     plan_group,
     request_ids,
 )
@@ -568,16 +570,6 @@ class PostgresBackend:
         assert stored is not None  # rows of eventstore_meta are never deleted
         return stored
 
-    @staticmethod
-    def _key_record(row: Sequence[Any]) -> KeyRecord:
-        user_id, generation, wrapped, created, forgotten = row
-        return KeyRecord(
-            user_id=user_id, generation=int(generation),
-            wrapped=bytes(wrapped) if wrapped is not None else None,
-            created_at=from_micros(int(created)),
-            forgotten_at=from_micros(int(forgotten)) if forgotten is not None else None,
-        )
-
     async def load_keys(self, user_ids: Sequence[str]) -> dict[str, KeyRecord]:
         rows = await self._fetch(
             "loading encryption keys",
@@ -585,7 +577,7 @@ class PostgresBackend:
             f"forgotten_at FROM {self._s}.data_keys WHERE user_id = ANY($1::text[]) "
             "ORDER BY user_id, generation DESC", list(user_ids),
         )
-        return {row[0]: self._key_record(row) for row in rows}
+        return {row[0]: key_record_from_row(row) for row in rows}
 
     async def create_key(self, user_id: str, generation: int, wrapped: bytes) -> KeyRecord:
         await self._fetch(
@@ -599,7 +591,7 @@ class PostgresBackend:
             f"SELECT user_id, generation, wrapped, created_at, forgotten_at FROM "
             f"{self._s}.data_keys WHERE user_id = $1 AND generation = $2", user_id, generation,
         )
-        return self._key_record(rows[0])
+        return key_record_from_row(rows[0])
 
     async def destroy_keys(self, user_id: str) -> KeyRecord:
         """The old row versions stay in the table's heap until VACUUM, and in WAL archives
@@ -623,7 +615,7 @@ class PostgresBackend:
         except Exception as exc:
             raise self._error("destroying an encryption key", exc,
                               "the key may not be destroyed: forget the user again") from exc
-        return self._key_record(row)
+        return key_record_from_row(row)
 
     # --- cross-process notifications ---------------------------------------------------
 
@@ -658,11 +650,7 @@ class PostgresBackend:
         except ValueError:
             log.warning("ignoring notification %r on %s: not a seq", payload, channel)
             return
-        for callback in list(self._head_callbacks):
-            try:
-                callback(head)
-            except Exception:  # one bad callback must not starve the others
-                log.exception("on_head callback failed")
+        announce_head(self._head_callbacks, head)
 
     def _on_listener_lost(self, conn: Any) -> None:
         if self._closing or conn is not self._listener:

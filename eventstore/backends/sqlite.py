@@ -37,7 +37,9 @@ from .base import (
     KeyRecord,
     Outcome,
     StoredId,
+    announce_head,
     checkpoint_from_row,
+    key_record_from_row,
     newest_keys,
     plan_group,
     request_ids,
@@ -413,11 +415,7 @@ class SQLiteBackend:
         self.watcher = watcher
 
     def _heard(self, head: int) -> None:
-        for on_head in list(self._head_callbacks):
-            try:
-                on_head(head)
-            except Exception:  # one bad callback must not starve the others
-                log.exception("on_head callback failed")
+        announce_head(self._head_callbacks, head)
 
     async def check_listener(self) -> bool:
         """True if the commit watcher had stopped and runs again (commits may have gone
@@ -509,16 +507,6 @@ class SQLiteBackend:
         except sqlite3.Error as exc:
             raise BackendError(f"write to {self.path} failed: {exc}") from exc
 
-    @staticmethod
-    def _key_record(row: Sequence[Any]) -> KeyRecord:
-        user_id, generation, wrapped, created, forgotten = row
-        return KeyRecord(
-            user_id=user_id, generation=int(generation),
-            wrapped=bytes(wrapped) if wrapped is not None else None,
-            created_at=from_micros(int(created)),
-            forgotten_at=from_micros(int(forgotten)) if forgotten is not None else None,
-        )
-
     async def load_keys(self, user_ids: Sequence[str]) -> dict[str, KeyRecord]:
         records: list[KeyRecord] = []
         for start in range(0, len(user_ids), _ID_CHUNK):
@@ -527,7 +515,7 @@ class SQLiteBackend:
                 "SELECT user_id, generation, wrapped, created_at, forgotten_at FROM data_keys "
                 f"WHERE user_id IN ({', '.join('?' * len(chunk))})", chunk,
             )
-            records.extend(self._key_record(row) for row in rows)
+            records.extend(key_record_from_row(row) for row in rows)
         return newest_keys(records)
 
     def _create_key(self, user_id: str, generation: int, wrapped: bytes) -> KeyRecord:
@@ -543,7 +531,7 @@ class SQLiteBackend:
             "SELECT user_id, generation, wrapped, created_at, forgotten_at FROM data_keys "
             "WHERE user_id = ? AND generation = ?", (user_id, generation),
         ).fetchone()
-        return self._key_record(row)
+        return key_record_from_row(row)
 
     async def create_key(self, user_id: str, generation: int, wrapped: bytes) -> KeyRecord:
         try:
@@ -592,7 +580,7 @@ class SQLiteBackend:
                 "forgot user %r, but a reader kept %s-wal from being truncated: the old "
                 "wrapped key stays in the WAL until the next checkpoint", user_id, self.path,
             )
-        return self._key_record(row)
+        return key_record_from_row(row)
 
     async def destroy_keys(self, user_id: str) -> KeyRecord:
         try:
