@@ -37,7 +37,6 @@ class CommitWatcher:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None  # what stopped the thread, if anything
 
     @property
     def alive(self) -> bool:
@@ -52,7 +51,6 @@ class CommitWatcher:
         except BaseException:
             conn.close()
             raise
-        self.error = None
         self._stop.clear()
         # A daemon thread: a store its app forgot to close must not keep the process alive.
         self._thread = threading.Thread(target=self._run, args=(conn, version),
@@ -75,7 +73,6 @@ class CommitWatcher:
                     "SELECT coalesce(max(seq), 0) FROM events").fetchall()
                 self._loop.call_soon_threadsafe(self._on_head, int(head))
         except BaseException as exc:  # the guardian sees the thread gone and restarts it
-            self.error = exc
             if not self._stop.is_set():
                 log.warning("watching %s for commits from other processes stopped: %r; the "
                             "guardian restarts it", self._path, exc)

@@ -51,7 +51,6 @@ class WalCheckpointer:
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self.checkpoints = 0  # completed, for tests and diagnostics
-        self.last: tuple[int, int, int] | None = None  # (busy, WAL frames, frames copied)
 
     def start(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -84,8 +83,7 @@ class WalCheckpointer:
                 return
             self._dirty.clear()  # commits from here on call for the next checkpoint
             try:
-                ((busy, frames, copied),) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                self.last = (busy, frames, copied)
+                ((_busy, frames, _copied),) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 self.checkpoints += 1
                 self._writer_helps = frames > self.max_frames
             except sqlite3.Error as exc:  # the next commit asks again; nothing is lost
