@@ -29,13 +29,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import os
 import sqlite3
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from pg_schema import DEFAULT_URL, drop_schema, throwaway_schema
 
 from eventstore import Event, EventStore
 
@@ -166,21 +167,15 @@ def eventsourcing_peer(tmp: Path, events: int) -> dict[str, float] | str:
     return figures
 
 
-async def postgres(url: str, events: int) -> dict[str, float] | str:
+async def postgres(base: str, events: int) -> dict[str, float] | str:
+    found = await throwaway_schema(base)
+    if isinstance(found, str):
+        return found
+    url, schema = found
     try:
-        import asyncpg
-    except ImportError:
-        return "asyncpg is not installed (pip install 'eventstore[postgres]')"
-    try:
-        probe = await asyncpg.connect(url, timeout=5)
-    except Exception as exc:  # no server: report and skip the column
-        return f"no PostgreSQL server at {url} ({exc!r})"
-    schema = f"es_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        return await measure(url, events, schema=schema)
+        return await measure(url, events)
     finally:
-        await probe.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await probe.close()
+        await drop_schema(base, schema)
 
 
 def best(runs: list[dict[str, float] | str]) -> dict[str, float] | str:
@@ -196,8 +191,7 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=20_000,
                         help="events per phase (a multiple of 1000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per column; best kept")
-    parser.add_argument("--url", default=os.environ.get(
-        "EVENTSTORE_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--url", default=DEFAULT_URL)
     args = parser.parse_args()
     events = max(BATCH, args.events // BATCH * BATCH)
 

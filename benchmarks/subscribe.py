@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
+
+from pg_schema import DEFAULT_URL, drop_schema, throwaway_schema
 
 from eventstore import Event, EventStore, RecordedEvent
 
@@ -81,37 +81,11 @@ async def catch_up(url: str, behind: int, durable: bool) -> float:
     return head / elapsed
 
 
-async def pg_url(base: str) -> tuple[str, str] | str:
-    """A URL on a throwaway schema of the server at `base`, or why there is none."""
-    try:
-        import asyncpg
-    except ImportError:
-        return "asyncpg is not installed (pip install 'eventstore[postgres]')"
-    try:
-        conn = await asyncpg.connect(base, timeout=5)
-    except Exception as exc:  # no server: report and skip the rows
-        return f"no PostgreSQL server at {base} ({exc!r})"
-    await conn.close()
-    schema = f"es_bench_{uuid.uuid4().hex[:8]}"
-    return f"{base}?schema={schema}", schema
-
-
-async def drop_schema(base: str, schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(base, timeout=5)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--behind", type=int, default=100_000)
-    parser.add_argument("--url", default=os.environ.get(
-        "EVENTSTORE_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    parser.add_argument("--url", default=DEFAULT_URL,
         help="PostgreSQL server for the postgres rows (skipped if it does not answer)")
     args = parser.parse_args()
     schemas: list[str] = []
@@ -121,7 +95,7 @@ async def main() -> None:
             return f"memory://{name}"
         if label == "sqlite":
             return f"sqlite:///{Path(tmp) / f'{name}.db'}"
-        found = await pg_url(args.url)
+        found = await throwaway_schema(args.url)
         if isinstance(found, str):
             print(f"  postgres skipped: {found}")
             return None
