@@ -431,6 +431,21 @@ class Adapter(Protocol):
     def accumulator(self, kwargs: Mapping[str, Any]) -> Accumulator: ...
 
 
+class SdkTypes:
+    """The type checks of an Adapter: the SDK's response class and its stream classes
+    (imported when the adapter is made, as the SDKs are optional)."""
+
+    def __init__(self, response_type: type, stream_types: tuple[type, ...]) -> None:
+        self._response_type = response_type
+        self._stream_types = stream_types
+
+    def is_response(self, result: Any) -> bool:
+        return isinstance(result, self._response_type)
+
+    def is_stream(self, result: Any) -> bool:
+        return isinstance(result, self._stream_types)
+
+
 def patch_create(resource: Any, binding: Binding, adapter: Adapter, *, is_async: bool) -> None:
     """Replace `resource.create` on this instance (the SDK caches resources per client, so
     every `client.chat.completions.create` afterwards goes through the wrapper)."""

@@ -22,7 +22,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from ._recording import Binding, Call, Reply, Usage, count, get, last_user_text, patch_create
+from ._recording import (
+    Binding,
+    Call,
+    Reply,
+    SdkTypes,
+    Usage,
+    count,
+    get,
+    last_user_text,
+    patch_create,
+)
 
 if TYPE_CHECKING:
     from anthropic import Anthropic, AsyncAnthropic
@@ -73,24 +83,17 @@ def _tool_names(blocks: Any) -> list[str]:
             if get(block, "type") == "tool_use" and isinstance(name := get(block, "name"), str)]
 
 
-class _MessagesAdapter:
+class _MessagesAdapter(SdkTypes):
     api = "messages"
 
     def __init__(self) -> None:
         import anthropic
         from anthropic.types import Message
 
-        self._response_type = Message
-        self._stream_types = (anthropic.Stream, anthropic.AsyncStream)
+        super().__init__(Message, (anthropic.Stream, anthropic.AsyncStream))
 
     def prompt(self, kwargs: Mapping[str, Any]) -> str | None:
         return last_user_text(kwargs.get("messages"), _TEXT_PARTS)
-
-    def is_response(self, result: Any) -> bool:
-        return isinstance(result, self._response_type)
-
-    def is_stream(self, result: Any) -> bool:
-        return isinstance(result, self._stream_types)
 
     def read_response(self, result: Any, call: Call) -> None:
         call.response_model = result.model

@@ -30,6 +30,7 @@ from ._recording import (
     Binding,
     Call,
     Reply,
+    SdkTypes,
     Usage,
     count,
     get,
@@ -117,23 +118,16 @@ def _chat_usage(usage: Any) -> Usage | None:
     )
 
 
-class _ChatAdapter:
+class _ChatAdapter(SdkTypes):
     api = "chat.completions"
 
     def __init__(self) -> None:
         from openai.types.chat import ChatCompletion
 
-        self._response_type = ChatCompletion
-        self._stream_types = _stream_types()
+        super().__init__(ChatCompletion, _stream_types())
 
     def prompt(self, kwargs: Mapping[str, Any]) -> str | None:
         return last_user_text(kwargs.get("messages"), _CHAT_PARTS)
-
-    def is_response(self, result: Any) -> bool:
-        return isinstance(result, self._response_type)
-
-    def is_stream(self, result: Any) -> bool:
-        return isinstance(result, self._stream_types)
 
     def read_response(self, result: Any, call: Call) -> None:
         call.response_model = result.model
@@ -220,23 +214,16 @@ def _read_response(response: Any, call: Call) -> None:
         )
 
 
-class _ResponsesAdapter:
+class _ResponsesAdapter(SdkTypes):
     api = "responses"
 
     def __init__(self) -> None:
         from openai.types.responses import Response
 
-        self._response_type = Response
-        self._stream_types = _stream_types()
+        super().__init__(Response, _stream_types())
 
     def prompt(self, kwargs: Mapping[str, Any]) -> str | None:
         return _responses_prompt(kwargs)
-
-    def is_response(self, result: Any) -> bool:
-        return isinstance(result, self._response_type)
-
-    def is_stream(self, result: Any) -> bool:
-        return isinstance(result, self._stream_types)
 
     def read_response(self, result: Any, call: Call) -> None:
         _read_response(result, call)
