@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .sqlite_connection import connect
+
 log = logging.getLogger("eventstore.sqlite")
 
 INTERVAL = 0.05  # seconds: the most a commit from elsewhere waits to be noticed
@@ -43,10 +45,8 @@ class CommitWatcher:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn = connect(self._path, [*self._pragmas, "PRAGMA query_only = ON"])
         try:
-            for pragma in [*self._pragmas, "PRAGMA query_only = ON"]:
-                conn.execute(pragma)
             version = self._version(conn)
         except BaseException:
             conn.close()

@@ -46,6 +46,7 @@ from .base import (
 )
 from .commit_watcher import INTERVAL as WATCH_INTERVAL
 from .commit_watcher import CommitWatcher
+from .sqlite_connection import connect
 from .wal_checkpointer import WalCheckpointer
 
 SCHEMA_VERSION = 2
@@ -193,13 +194,9 @@ class SQLiteBackend:
         return await loop.run_in_executor(self._writer_thread, functools.partial(fn, *args))
 
     def _open_writer(self) -> bytes:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=self._busy_timeout / 1000)
+        conn = connect(self.path, [*self._pragmas(), "PRAGMA journal_mode = WAL",
+                                   "PRAGMA wal_autocheckpoint = 0"])  # see wal_checkpointer.py
         try:
-            for pragma in self._pragmas():
-                conn.execute(pragma)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")  # see wal_checkpointer.py
             secret = self._migrate(conn)
         except BaseException:
             conn.close()

@@ -32,6 +32,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from .sqlite_connection import connect
+
 log = logging.getLogger("eventstore.sqlite")
 
 INTERVAL = 0.1  # seconds between checkpoints while commits keep coming
@@ -53,10 +55,7 @@ class WalCheckpointer:
         self.checkpoints = 0  # completed, for tests and diagnostics
 
     def start(self) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        for pragma in self._pragmas:
-            conn.execute(pragma)
-        self._conn = conn
+        self._conn = connect(self._path, self._pragmas)
         # A daemon thread: a store its app forgot to close must not keep the process alive.
         self._thread = threading.Thread(target=self._run, name="eventstore-sqlite-checkpoint",
                                         daemon=True)
