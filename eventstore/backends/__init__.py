@@ -68,15 +68,15 @@ def backend_for_url(url: str, **options: Any) -> Backend:
                 f"jsonl URL {url!r} has no directory; use jsonl:///relative/dir or "
                 "jsonl:////absolute/dir"
             )
-        params: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = set(params) - JSONL_URL_OPTIONS
+        given: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = set(given) - JSONL_URL_OPTIONS
         if unknown:
             raise UnsupportedURLError(
                 f"unknown jsonl URL option(s) {', '.join(sorted(unknown))}; known: "
                 f"{', '.join(sorted(JSONL_URL_OPTIONS))}"
             )
         try:
-            return JsonlBackend(path, **params, **options)
+            return JsonlBackend(path, **given, **options)
         except (TypeError, ValueError) as exc:
             raise UnsupportedURLError(f"bad jsonl URL option in {url!r}: {exc}") from exc
     if scheme in ("postgresql", "postgres"):
