@@ -89,8 +89,8 @@ def mth(leaf_hashes: Sequence[bytes]) -> bytes:
     """MTH(D_n) of a list of leaf *hashes* (RFC 9162 2.1.1), by the RFC's recursion.
 
     Takes hashes rather than inputs so callers can reuse them; `mth([leaf_hash(d) ...])`
-    is the RFC's MTH of the inputs `d`. Quadratic-free but recursive: meant as the
-    reference definition; `CompactRange` is the fast path.
+    is the RFC's MTH of the inputs `d`. The reference definition, O(n log n) with
+    slicing; `CompactRange` and the stored-node readers are the fast paths.
     """
     n = len(leaf_hashes)
     if n == 0:
