@@ -86,3 +86,25 @@ class SnapshotError(EventStoreError, ValueError):
 
 class MissingDependencyError(EventStoreError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class IntegrityError(EventStoreError):
+    """Base class of the errors of `eventstore.integrity` (trees, proofs, notes, keys), and
+    what a damaged tree raises: the log was changed outside eventstore; run verify."""
+
+
+class ProofRequestError(IntegrityError, ValueError):
+    """A proof was asked for a seq or tree size the log does not have."""
+
+
+class SigningKeyError(IntegrityError, ValueError):
+    """A signing key could not be loaded: it is not an unencrypted Ed25519 private key."""
+
+
+class MalformedNoteError(IntegrityError, ValueError):
+    """A signed note, checkpoint or verifier key is not in its C2SP format."""
+
+
+class NoteVerificationError(IntegrityError):
+    """A note is well formed but no trusted key signed it, or a trusted key's signature
+    does not verify (the note may have been altered: do not trust its text)."""

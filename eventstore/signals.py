@@ -12,6 +12,8 @@ scopes a receiver to one store.
 - `subscription_failed(store, subscription=Subscription, event=RecordedEvent,
   exception=BaseException)`: a handler exhausted its attempts.
 - `rebuild_progress(store, projection=Projection, position=int, head=int)`: replay progress.
+- `checkpoint_written(store, checkpoint=str, size=int, path=Path | None)`: a checkpoint
+  of the log's tree was handed to `checkpoint_dir` (`path`: the file, None for a callable).
 
 Receivers may be sync or async. eventstore does not call `Signal.send`: it dispatches to
 each receiver itself so that one receiver raising never stops the others or the append,
@@ -40,6 +42,7 @@ operation_exception = namespace.signal("operation_exception")
 guardian_repair = namespace.signal("guardian_repair")
 subscription_failed = namespace.signal("subscription_failed")
 rebuild_progress = namespace.signal("rebuild_progress")
+checkpoint_written = namespace.signal("checkpoint_written")
 
 _MAX_PENDING_ASYNC = 100_000
 

@@ -36,6 +36,9 @@ from .errors import (
     SubscriptionError,
 )
 from .events import USER_FORGOTTEN, Event, RecordedEvent
+from .integrity.auditor import Auditor, CheckpointSink
+from .integrity.keys import SigningKeyInput
+from .integrity.types import ConsistencyProof, InclusionProof, TreeHead, VerifyReport
 from .operations import instrumented, send_span, send_start
 from .pipeline import WritePipeline
 from .pricing.ledger import CostLedger
@@ -49,6 +52,7 @@ from .writer import GroupCommitWriter
 
 if TYPE_CHECKING:
     from decimal import Decimal
+    from pathlib import Path
 
     from .pricing import PricingProvider
     from .privacy.encryption import Encryption
@@ -84,6 +88,11 @@ class EventStore:
         pricing: PricingProvider | None = None,
         encryption: Encryption | None = None,
         url: str | None = None,
+        signing_key: SigningKeyInput | None = None,
+        origin: str | None = None,
+        checkpoint_dir: CheckpointSink | None = None,
+        checkpoint_every: int | None = None,
+        checkpoint_interval: float | None = None,
     ) -> None:
         self.backend = backend
         self.url = url
@@ -101,6 +110,11 @@ class EventStore:
         self._open = False
         self._subscriptions: list[Subscription] = []
         self.guardian = Guardian(self, interval=guardian_interval)
+        self._auditor = Auditor(url=url, origin=origin, signing_key=signing_key,
+                                checkpoint_dir=checkpoint_dir,
+                                checkpoint_every=checkpoint_every,
+                                checkpoint_interval=checkpoint_interval)
+        self._auditor.on_written = self._checkpoint_written
 
     @classmethod
     def open(cls, url: str, *, redact: Sequence[RedactHook] = (), **options: Any) -> EventStore:
@@ -119,6 +133,15 @@ class EventStore:
         - `pricing`: a PricingProvider for record_cost (default: the genai-prices dataset).
         - `encryption`: an Encryption, so personal fields are encrypted per user and
           `forget_user` can erase them.
+        - `signing_key`: an Ed25519 private key (raw 32 bytes, PEM, or an
+          Ed25519PrivateKey; default: the EVENTSTORE_SIGNING_KEY environment variable)
+          that signs checkpoints as C2SP signed notes.
+        - `origin`: the log's name in its checkpoints (default: derived from the URL when
+          the log is created, then kept in the log).
+        - `checkpoint_dir`: a directory (or a callable taking the checkpoint text) that
+          gets a checkpoint every `checkpoint_every` events (1000) or
+          `checkpoint_interval` seconds (60), and at close; keep it where the database's
+          owner cannot rewrite it (see eventstore.integrity.auditor).
 
         Backend options (also accepted in the URL's query string):
         - SQLite: `synchronous` ("normal" or "full"), `busy_timeout` (ms), `create`
@@ -129,7 +152,8 @@ class EventStore:
         """
         store_options = {k: options.pop(k) for k in
                          ("cursor_secret", "max_group", "guardian_interval", "pricing",
-                          "encryption") if k in options}
+                          "encryption", "signing_key", "origin", "checkpoint_dir",
+                          "checkpoint_every", "checkpoint_interval") if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
 
@@ -146,6 +170,7 @@ class EventStore:
                 await self.encryption.bind(self.backend)
             self._reader.use_cursors(
                 CursorCodec(self._cursor_secret or await self.backend.secret()))
+            await self._auditor.start(self.backend)
             started = asyncio.Event()
             self._runner = asyncio.create_task(self._run(started), name="eventstore-runner")
             waiter = asyncio.ensure_future(started.wait())
@@ -172,6 +197,8 @@ class EventStore:
             tg.start_soon(self._run_writer)
             tg.start_soon(self.dispatcher.pump)
             tg.start_soon(self.guardian.run)
+            if self._auditor.sink is not None:
+                tg.start_soon(self._auditor.run)
             started.set()
             await self._stop.wait()
             tg.cancel_scope.cancel()
@@ -197,6 +224,10 @@ class EventStore:
         self._open = False
         self._writer.close()
         await self._writer_done.wait()
+        try:  # the events committed since the last checkpoint get one too
+            await self._auditor.write()
+        except Exception:
+            log.exception("writing the closing checkpoint failed")
         await self.dispatcher.drain()
         self._stop.set()
         if self._runner is not None:
@@ -311,6 +342,7 @@ class EventStore:
         return ConversationScope(conversation_id, user_id, **metadata)
 
     def _after_commit(self, committed: list[RecordedEvent]) -> None:
+        self._auditor.committed(len(committed))
         send = self.dispatcher.send
         for event in committed:
             send(signals.event_appended, self, event=event)
@@ -572,3 +604,59 @@ class EventStore:
         query = build_query(conversation_id=conversation_id, user_id=user_id,
                             after=after, before=before)
         return await self._costs.cost_records(query, provider, model)
+
+    # --- integrity (see eventstore.integrity) ------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        """The log's name: the first line of its checkpoints, and its signing key's name."""
+        self._check_open()
+        return self._auditor.service.origin
+
+    @property
+    def verifier_key(self) -> str | None:
+        """The verifier key of the store's signing key (None without one): give it to
+        whoever checks the checkpoints (`eventstore.integrity.open_checkpoint`)."""
+        self._check_open()
+        return self._auditor.service.verifier_key
+
+    @instrumented("tree_head")
+    async def tree_head(self) -> TreeHead:
+        """The size and RFC 9162 Merkle root of the whole log."""
+        self._check_open()
+        return await self._auditor.service.tree_head()
+
+    @instrumented("prove")
+    async def prove(self, seq: int, size: int | None = None) -> InclusionProof:
+        """Proof that event `seq` is in the log's tree of `size` events (default: all);
+        it verifies against the root of `tree_head()` of that size."""
+        self._check_open()
+        return await self._auditor.service.prove(seq, size)
+
+    @instrumented("prove_consistency")
+    async def prove_consistency(
+        self, old_size: int, new_size: int | None = None
+    ) -> ConsistencyProof:
+        """Proof that the log of `new_size` events (default: all) extends the log of
+        `old_size` events: none of those was changed or removed."""
+        self._check_open()
+        return await self._auditor.service.prove_consistency(old_size, new_size)
+
+    @instrumented("checkpoint")
+    async def checkpoint(self) -> str:
+        """The log's current tree head as a C2SP checkpoint, signed with the store's
+        signing key when it has one."""
+        self._check_open()
+        return await self._auditor.service.checkpoint()
+
+    @instrumented("verify")
+    async def verify(self, checkpoint: str | None = None) -> VerifyReport:
+        """Recompute every leaf and the whole tree from what is stored, and with
+        `checkpoint` (an earlier checkpoint's text) prove the log still extends it;
+        the report names the first bad seq."""
+        self._check_open()
+        return await self._auditor.service.verify(checkpoint)
+
+    def _checkpoint_written(self, text: str, size: int, path: Path | None) -> None:
+        self.dispatcher.send(signals.checkpoint_written, self, checkpoint=text, size=size,
+                             path=path)

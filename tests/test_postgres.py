@@ -19,7 +19,10 @@ import pytest
 
 from eventstore import BackendError, Event, EventStore, RecordedEvent, SchemaVersionError
 from eventstore.backends.postgres import SCHEMA_VERSION, PostgresBackend
+from eventstore.clock import to_micros
 from eventstore.codec import digest_of, encode_event, seal, stamp
+from eventstore.integrity.leaf import leaf_bytes
+from eventstore.integrity.merkle import leaf_hash
 from eventstore.query import build_query
 
 from .conftest import PG_URL, drop_pg_schema, require_pg, wait_for
@@ -247,13 +250,20 @@ async def test_a_reader_never_sees_a_later_seq_while_an_earlier_one_is_uncommitt
             head = await other.fetchval(f'SELECT max(seq) FROM "{schema}".events')
             held = msg(content="held open")
             now = datetime.now(UTC)
+            # What an eventstore process writes: the row with its leaf hash, and the head.
+            micros, occurred = to_micros(now), to_micros(held.occurred_at)
+            body = seal(encode_event(held), head + 1, stamp(now))
+            leaf = leaf_hash(leaf_bytes(head + 1, held.id, held.type, held.conversation_id,
+                                        held.user_id, occurred, micros, body))
             await other.execute(
                 f'INSERT INTO "{schema}".events (seq, id, type, conversation_id, user_id, '
-                "recorded_at, digest, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "recorded_at, digest, body, occurred_at, leaf_hash) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 head + 1, held.id, held.type, held.conversation_id, held.user_id,
-                int(now.timestamp() * 1_000_000), digest_of(held),
-                seal(encode_event(held), head + 1, stamp(now)),
+                micros, digest_of(held), body, occurred, leaf,
             )
+            await other.execute(f'INSERT INTO "{schema}".tree_heads VALUES ($1, $2)',
+                                head + 1, micros)
             later = asyncio.ensure_future(store.append(msg(content="later")))
             await asyncio.sleep(0.3)
             # The later append waits for the lock instead of taking seq 3 and committing

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import msgspec
 
-from ..clock import utcnow
+from ..clock import to_micros, utcnow
 from ..codec import PreparedEvent, decode_recorded
 from ..events import RecordedEvent
+from ..integrity.leaf import StoredLeaf
+from ..integrity.merkle import NodeKey
 from ..query import Query
 from .base import Checkpoint, KeyRecord, Outcome, StoredId, plan_group, request_ids
+from .tree import MemoryTree
 
 _NAMED: dict[str, MemoryBackend] = {}
 
@@ -39,6 +42,7 @@ class MemoryBackend:
         # Stores sharing a named log hear each other's commits, as processes sharing a
         # SQLite file or a PostgreSQL schema do (each on the loop it listened from).
         self._listeners: list[tuple[asyncio.AbstractEventLoop, Callable[[int], None]]] = []
+        self.tree = MemoryTree()
 
     async def open(self) -> None:
         return None
@@ -54,12 +58,16 @@ class MemoryBackend:
         if self._last_recorded is not None and now < self._last_recorded:
             now = self._last_recorded  # keep recorded_at non-decreasing in seq order
         plan = plan_group(requests, stored, len(self._events) + 1, now)
+        # Computed first, as a database transaction would: a failure writes nothing.
+        store_tree = self.tree.grow(plan.rows, to_micros(now)) if plan.rows else None
         for row in plan.rows:
             # What is stored is the document, as on disk: with encryption on it differs
             # from the event the caller sees.
             stored_event = decode_recorded(row.document)
             self._events.append(stored_event)
             self._by_id[row.event.id] = StoredId(row.digest, stored_event)
+        if store_tree is not None:
+            store_tree()
         if plan.rows:
             self._last_recorded = now
             head = len(self._events)
@@ -84,6 +92,20 @@ class MemoryBackend:
                 if len(out) >= limit:
                     break
         return out
+
+    # --- the integrity tree (eventstore.integrity.TreeStore) ---------------------------
+
+    async def tree_size(self) -> int:
+        """The number of leaves of the tree."""
+        return await self.tree.tree_size()
+
+    async def tree_nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
+        """The hashes of `keys` (missing ones left out)."""
+        return await self.tree.tree_nodes(keys)
+
+    async def stored_leaves(self, from_seq: int, limit: int) -> Sequence[StoredLeaf]:
+        """Up to `limit` stored events from `from_seq` on, as the leaves verify hashes."""
+        return await self.tree.stored_leaves(from_seq, limit)
 
     async def count(self, query: Query) -> int:
         return sum(1 for e in self._events if query.matches(e, e.recorded_at))

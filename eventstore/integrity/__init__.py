@@ -12,7 +12,7 @@ inclusion and consistency proofs, and checkpoints as C2SP signed notes.
 
 from __future__ import annotations
 
-from eventstore.integrity.errors import (
+from eventstore.errors import (
     IntegrityError,
     MalformedNoteError,
     NoteVerificationError,

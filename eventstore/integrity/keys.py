@@ -17,7 +17,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from eventstore.integrity.errors import SigningKeyError
+from eventstore.errors import SigningKeyError
 
 __all__ = ["SIGNING_KEY_ENV", "SigningKeyInput", "load_signing_key", "public_key_bytes"]
 

@@ -465,6 +465,40 @@ class CompactRange:
             level += 1
         self.size = size + len(leaf_hashes)
 
+    def append_nodes(
+        self, leaf_hashes: Sequence[bytes], from_level: int = 0
+    ) -> list[tuple[int, int, bytes]]:
+        """Append leaves, and return every node `(level, index, hash)` they complete at
+        `from_level` or above (what `extend` returns, without the levels below): a
+        backend that stores only some levels builds no tuples for the others."""
+        out: list[tuple[int, int, bytes]] = []
+        if not leaf_hashes:
+            return out
+        levels = self._levels
+        start = self.size
+        row: list[bytes] = list(leaf_hashes)
+        level = 0
+        sha = _sha256
+        while row:
+            if level >= from_level:
+                out.extend(zip([level] * len(row), range(start, start + len(row)), row,
+                               strict=True))
+            if start & 1:
+                row.insert(0, levels.pop(level))
+                start -= 1
+            if len(row) & 1:
+                levels[level] = row.pop()
+            pairs = zip(row[0::2], row[1::2], strict=True)
+            row = [sha(b"\x01" + a + b).digest() for a, b in pairs]
+            start >>= 1
+            level += 1
+        self.size += len(leaf_hashes)
+        return out
+
+    def copy(self) -> CompactRange:
+        """An independent copy (a writer grows a copy and keeps it only once committed)."""
+        return CompactRange(self.size, self.hashes)
+
     def root(self) -> bytes:
         """The root of the tree of `self.size` leaves."""
         if self.size == 0:

@@ -32,7 +32,7 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from eventstore.integrity.errors import MalformedNoteError, NoteVerificationError
+from eventstore.errors import MalformedNoteError, NoteVerificationError
 from eventstore.integrity.keys import SigningKeyInput, load_signing_key, public_key_bytes
 
 __all__ = [

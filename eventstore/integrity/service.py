@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from eventstore.integrity.errors import (
+from eventstore.errors import (
     IntegrityError,
     MalformedNoteError,
     NoteVerificationError,

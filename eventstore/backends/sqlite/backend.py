@@ -19,7 +19,7 @@ import functools
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +31,9 @@ from ...clock import from_micros, to_micros, utcnow
 from ...codec import PreparedEvent, decode_recorded
 from ...errors import BackendError, SchemaVersionError
 from ...events import RecordedEvent
+from ...integrity.layout import leaf_ranges
+from ...integrity.leaf import StoredLeaf
+from ...integrity.merkle import NodeKey
 from ...query import Query
 from ..base import (
     Checkpoint,
@@ -44,12 +47,16 @@ from ..base import (
     plan_group,
     request_ids,
 )
+from ..tree import leaf_columns
 from .commit_watcher import INTERVAL as WATCH_INTERVAL
 from .commit_watcher import CommitWatcher
 from .connection import connect
+from .tree import MIGRATION as TREE_MIGRATION
+from .tree import STORED_LEAVES, TREE_SIZE, TRIGGERS, SQLiteTree, answer, node_queries, stored_leaf
 from .wal_checkpointer import WalCheckpointer
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+TREE_SINCE = 3  # the version that added the integrity tree (see tree.py)
 
 # Each entry upgrades the schema from version N-1 to N; run in order, in one transaction.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -90,6 +97,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (user_id, generation)
         ) WITHOUT ROWID""",
     ),
+    TREE_SINCE: TREE_MIGRATION,
 }
 
 T = TypeVar("T")
@@ -100,6 +108,10 @@ _ID_CHUNK = 500  # well under SQLite's bound-parameter limit
 _INSERT = (
     "INSERT INTO events (seq, id, type, conversation_id, user_id, recorded_at, digest, body) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_WITH_LEAF = (
+    "INSERT INTO events (seq, id, type, conversation_id, user_id, recorded_at, digest, body, "
+    "occurred_at, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -179,6 +191,8 @@ class SQLiteBackend:
         self.checkpointer: WalCheckpointer | None = None
         self.watcher: CommitWatcher | None = None
         self._head_callbacks: list[Callable[[int], None]] = []
+        self.tree = SQLiteTree()
+        self._has_tree = True  # False only on a file kept at a version before TREE_SINCE
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -245,6 +259,11 @@ class SQLiteBackend:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version]:
                     conn.execute(statement)
+                if version == TREE_SINCE:
+                    self.tree.build(conn)
+                    for statement in TRIGGERS:
+                        conn.execute(statement)
+            self._has_tree = max(current, SCHEMA_VERSION) >= TREE_SINCE
             secret = meta.get("secret") or os.urandom(32)
             conn.executemany(
                 "INSERT OR REPLACE INTO eventstore_meta (key, value) VALUES (?, ?)",
@@ -312,17 +331,27 @@ class SQLiteBackend:
             if last_micros is not None and to_micros(now) < last_micros:
                 now = from_micros(last_micros)
             plan = plan_group(requests, stored, last_seq + 1, now)
-            if plan.rows:
+            growth = None
+            if plan.rows and not self._has_tree:
                 micros = to_micros(now)
+                conn.executemany(_INSERT, [
+                    (r.event.seq, r.event.id, r.event.type, r.event.conversation_id,
+                     r.event.user_id, micros, r.digest, r.document) for r in plan.rows])
+            elif plan.rows:
+                micros = to_micros(now)
+                occurred, leaves = leaf_columns(plan.rows, micros)
                 conn.executemany(
-                    _INSERT,
+                    _INSERT_WITH_LEAF,
                     [
                         (r.event.seq, r.event.id, r.event.type, r.event.conversation_id,
-                         r.event.user_id, micros, r.digest, r.document)
-                        for r in plan.rows
+                         r.event.user_id, micros, r.digest, r.document, when, leaf)
+                        for r, when, leaf in zip(plan.rows, occurred, leaves, strict=True)
                     ],
                 )
+                growth = self.tree.write(conn, last_seq, leaves, micros)
             conn.execute("COMMIT")
+            if growth is not None:
+                self.tree.committed(growth)
             if plan.rows and self.checkpointer is not None:
                 self.checkpointer.committed(conn)
         except BaseException as exc:
@@ -340,6 +369,23 @@ class SQLiteBackend:
         self, requests: Sequence[Sequence[PreparedEvent]]
     ) -> tuple[list[Outcome], list[RecordedEvent]]:
         return await self._on_writer(self._commit_group, requests)
+
+    # --- the integrity tree (eventstore.integrity.TreeStore; see tree.py) --------------
+
+    async def tree_size(self) -> int:
+        """The number of leaves of the stored tree (its last committed head)."""
+        ((n,),) = await self._fetch(TREE_SIZE, ())
+        return int(n)
+
+    async def tree_nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
+        """The stored hashes of `keys` (missing ones left out), in at most two queries."""
+        results = [await self._fetch(sql, params) for sql, params in node_queries(keys)]
+        return answer(keys, results, bool(leaf_ranges(keys)))
+
+    async def stored_leaves(self, from_seq: int, limit: int) -> Sequence[StoredLeaf]:
+        """Up to `limit` stored events from `from_seq` on, as the leaves verify hashes."""
+        rows = await self._fetch(STORED_LEAVES, (from_seq, limit))
+        return [stored_leaf(row) for row in rows]
 
     # --- reads -------------------------------------------------------------------------
 
