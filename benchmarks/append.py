@@ -22,6 +22,13 @@ the same process:
 
 Each figure is the best of --repeat runs (fresh files each time), which filters out a
 machine's background noise rather than averaging it in.
+
+    python benchmarks/append.py --against /path/to/older/checkout [--backends sqlite,pg]
+
+compares this checkout with another one (e.g. the commit before the integrity tree) on
+the same machine at the same time: each run is a subprocess importing eventstore from
+one side, the two sides alternate run by run, and the table gives both sides' best and
+their ratio (this / other), per backend and phase.
 """
 
 from __future__ import annotations
@@ -29,7 +36,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -186,14 +197,60 @@ def best(runs: list[dict[str, float] | str]) -> dict[str, float] | str:
             for phase in PHASES if any(phase in f for f in figures)}
 
 
+async def one_run(backend: str, events: int, base: str) -> dict[str, float] | str:
+    """One measurement of one backend (what a `--against` subprocess runs)."""
+    if backend == "pg":
+        return await postgres(base, events)
+    with tempfile.TemporaryDirectory() as name:
+        url = "memory://" if backend == "memory" else f"sqlite:///{name}/store.db"
+        return await measure(url, events)
+
+
+def against(other: str, backends: list[str], events: int, repeat: int, base: str) -> None:
+    """This checkout against `other`, run by run in alternating subprocesses."""
+    here = str(Path(__file__).resolve().parents[1])
+    sides = {"this": here, "other": str(Path(other).resolve())}
+    runs: dict[tuple[str, str], list[dict[str, float] | str]] = {}
+    for _ in range(repeat):
+        for backend in backends:
+            for side, path in sides.items():
+                env = {**os.environ, "PYTHONPATH": path}
+                done = subprocess.run(
+                    [sys.executable, __file__, "--one", backend, "--events", str(events),
+                     "--url", base], env=env, capture_output=True, text=True, check=True)
+                runs.setdefault((backend, side), []).append(json.loads(done.stdout))
+    print(f"{events} events per phase, best of {repeat}; events/s; this = {here}, "
+          f"other = {sides['other']}")
+    print(f"{'':12s}{'':32s}{'this':>12s}{'other':>12s}{'this/other':>12s}")
+    for backend in backends:
+        mine, theirs = best(runs[(backend, "this")]), best(runs[(backend, "other")])
+        if not isinstance(mine, dict) or not isinstance(theirs, dict):
+            print(f"{backend:12s}skipped: {mine if isinstance(mine, str) else theirs}")
+            continue
+        for phase in PHASES:
+            print(f"{backend:12s}{phase:32s}{mine[phase]:>12,.0f}{theirs[phase]:>12,.0f}"
+                  f"{mine[phase] / theirs[phase]:>12.2f}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--events", type=int, default=20_000,
                         help="events per phase (a multiple of 1000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per column; best kept")
     parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--against", metavar="CHECKOUT",
+                        help="compare with the eventstore of another checkout")
+    parser.add_argument("--backends", default="sqlite,pg",
+                        help="with --against: memory, sqlite, pg (comma-separated)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     events = max(BATCH, args.events // BATCH * BATCH)
+    if args.one:
+        print(json.dumps(await one_run(args.one, events, args.url)))
+        return
+    if args.against:
+        against(args.against, args.backends.split(","), events, args.repeat, args.url)
+        return
 
     columns: dict[str, list[dict[str, float] | str]] = {
         "memory": [], "SQLite": [], "PostgreSQL": [], "raw sqlite3": [], "eventsourcing": []}

@@ -5,13 +5,12 @@ and the memory backend's whole tree.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 
 from ..clock import to_micros
 from ..integrity.appender import TreeAppender
 from ..integrity.layout import assemble, leaf_ranges
-from ..integrity.leaf import StoredLeaf, leaf_bytes
+from ..integrity.leaf import StoredLeaf, hash_leaf
 from ..integrity.merkle import NodeKey
 from .base import NewRow
 
@@ -20,16 +19,13 @@ def leaf_columns(rows: Sequence[NewRow], recorded_micros: int) -> tuple[list[int
     """The `occurred_at` (integer microseconds) and RFC 9162 leaf hash of each row, in
     order. Both are stored with the row: verify recomputes the hash from the stored
     columns and document, so it must be fed the very values inserted."""
-    sha = hashlib.sha256
-    occurred: list[int] = []
-    hashes: list[bytes] = []
-    for row in rows:
-        event = row.event
-        when = to_micros(event.occurred_at)
-        occurred.append(when)
-        hashes.append(sha(b"\x00" + leaf_bytes(
-            event.seq, event.id, event.type, event.conversation_id, event.user_id, when,
-            recorded_micros, row.document)).digest())
+    occurred = [to_micros(row.event.occurred_at) for row in rows]
+    hashes = [
+        hash_leaf(e.seq, e.id, e.type, e.conversation_id, e.user_id, when, recorded_micros,
+                  row.document)
+        for row, when in zip(rows, occurred, strict=True)
+        for e in (row.event,)
+    ]
     return occurred, hashes
 
 
