@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..calls import record_llm_call, to_json
 from ..calls.streams import StreamAccumulator, accumulator_for
-from .context import current_attribution
+from ..scope import current_attribution
 
 if TYPE_CHECKING:
     from ..store import EventStore
