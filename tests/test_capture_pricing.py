@@ -14,7 +14,7 @@ import pytest
 from genai_prices import calc_price, extract_usage
 
 from eventstore import EventStore, UnknownModelError
-from eventstore.calls import compute_metrics, nearest_rank, record_llm_call
+from eventstore.calls import nearest_rank
 from eventstore.errors import InvalidCallError
 
 WHEN = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -138,10 +138,10 @@ async def mstore() -> AsyncIterator[EventStore]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 async def test_recorded_cost_equals_genai_prices(mstore: EventStore, case: Any) -> None:
-    name, provider, flavor, request, response, context = case
+    _name, provider, flavor, request, response, context = case
     price_context = {"processing": "batch"} if context == {"processing": "batch"} \
         and provider == "openai" else None
-    event = await record_llm_call(mstore, provider=provider, model=request["model"],
+    event = await mstore.record_llm_call(provider=provider, model=request["model"],
                                   request=request, response=response, latency_ms=10.0,
                                   occurred_at=WHEN, conversation_id="c",
                                   price_context=price_context)
@@ -167,7 +167,7 @@ async def test_recorded_cost_equals_genai_prices(mstore: EventStore, case: Any) 
 async def test_issue_rows_differ_from_flat_pricing(mstore: EventStore) -> None:
     """The tier and context really change the price (the old flat reading was wrong)."""
     flex = chat("gpt-5", 1200, 400, tier="flex")
-    await record_llm_call(mstore, provider="openai", model="gpt-5", request=CHAT_REQ,
+    await mstore.record_llm_call(provider="openai", model="gpt-5", request=CHAT_REQ,
                           response=flex, latency_ms=1, occurred_at=WHEN)
     plain = calc_price(extract_usage(flex, provider_id="openai", api_flavor="chat").usage,
                        model_ref="gpt-5", provider_id="openai", genai_request_timestamp=WHEN)
@@ -178,7 +178,7 @@ async def test_issue_rows_differ_from_flat_pricing(mstore: EventStore) -> None:
 
 async def test_web_search_fees_are_in_the_total(mstore: EventStore) -> None:
     body = claude("claude-sonnet-4-5", 1000, 69, searches=3)
-    await record_llm_call(mstore, provider="anthropic", model="claude-sonnet-4-5",
+    await mstore.record_llm_call(provider="anthropic", model="claude-sonnet-4-5",
                           request=CLAUDE_REQ, response=body, latency_ms=1, occurred_at=WHEN)
     (cost,) = [e async for e in mstore.read(type="cost_recorded")]
     assert Decimal(cost.data["other_cost"]) == Decimal("0.03")
@@ -190,7 +190,7 @@ async def test_web_search_fees_are_in_the_total(mstore: EventStore) -> None:
 async def test_price_on_the_calls_date(mstore: EventStore) -> None:
     body = chat("gpt-4o", 1000, 1000)
     old = datetime(2024, 6, 1, tzinfo=UTC)
-    await record_llm_call(mstore, provider="openai", model="gpt-4o", request=CHAT_REQ,
+    await mstore.record_llm_call(provider="openai", model="gpt-4o", request=CHAT_REQ,
                           response=body, latency_ms=1, occurred_at=old)
     usage = extract_usage(body, provider_id="openai", api_flavor="chat").usage
     (cost,) = [e async for e in mstore.read(type="cost_recorded")]
@@ -202,7 +202,7 @@ async def test_price_on_the_calls_date(mstore: EventStore) -> None:
 
 async def test_unknown_model_is_unpriced_with_all_usage(mstore: EventStore) -> None:
     body = chat("ft:gpt-4o:acme:custom:1", 900, 100, cached=100, reasoning=7)
-    event = await record_llm_call(mstore, provider="openai", model="ft:gpt-4o:acme:custom:1",
+    event = await mstore.record_llm_call(provider="openai", model="ft:gpt-4o:acme:custom:1",
                                   request=CHAT_REQ, response=body, latency_ms=42.0,
                                   conversation_id="c", user_id="u")
     assert event.data["priced"] is False
@@ -212,14 +212,14 @@ async def test_unknown_model_is_unpriced_with_all_usage(mstore: EventStore) -> N
     assert event.data["usage"]["output_reasoning_tokens"] == 7
     assert event.data["latency_ms"] == 42.0
     assert await mstore.count_events(type="cost_recorded") == 0
-    metrics = await compute_metrics(mstore)
+    metrics = await mstore.metrics()
     assert (metrics.calls, metrics.unpriced_calls, metrics.total_cost) == (1, 1, Decimal(0))
     assert (metrics.input_tokens, metrics.output_tokens) == (900, 100)
     assert await mstore.sum_cost() == Decimal(0)
 
 
 async def test_self_hosted_provider_is_read_by_the_shape_of_its_api(mstore: EventStore) -> None:
-    event = await record_llm_call(mstore, provider="vllm", model="llama-3-8b",
+    event = await mstore.record_llm_call(provider="vllm", model="llama-3-8b",
                                   request=CHAT_REQ, response=chat("llama-3-8b", 50, 5),
                                   latency_ms=3.0)
     assert event.data["priced"] is False
@@ -252,9 +252,9 @@ async def test_bad_calls_are_refused_and_write_nothing(mstore: EventStore) -> No
     ]
     for kwargs in bad:
         with pytest.raises(InvalidCallError):
-            await record_llm_call(mstore, latency_ms=1.0, **kwargs)
+            await mstore.record_llm_call(latency_ms=1.0, **kwargs)
     with pytest.raises(InvalidCallError):
-        await record_llm_call(mstore, provider="openai", model="m", request={},
+        await mstore.record_llm_call(provider="openai", model="m", request={},
                               response=None, latency_ms=float("nan"))
     assert await mstore.count_events() == 0
 
@@ -262,19 +262,18 @@ async def test_bad_calls_are_refused_and_write_nothing(mstore: EventStore) -> No
 async def test_metrics_filters_and_percentiles(mstore: EventStore) -> None:
     latencies = [float(v) for v in range(1, 21)]
     for i, latency in enumerate(latencies):
-        await record_llm_call(
-            mstore, provider="openai", model="gpt-4o", request=CHAT_REQ,
+        await mstore.record_llm_call(provider="openai", model="gpt-4o", request=CHAT_REQ,
             response=chat("gpt-4o", 100, 10), latency_ms=latency,
             conversation_id=f"c{i % 2}", user_id="u",
             metadata={"tags": ["prod"] if i < 10 else ["dev"]},
             occurred_at=WHEN - timedelta(days=i))
-    await record_llm_call(mstore, provider="anthropic", model="claude-sonnet-4-5",
+    await mstore.record_llm_call(provider="anthropic", model="claude-sonnet-4-5",
                           request=CLAUDE_REQ, response=None, latency_ms=500.0,
                           error={"type": "overloaded_error", "message": "busy",
                                  "status_code": 529}, occurred_at=WHEN)
-    every = await compute_metrics(mstore)
+    every = await mstore.metrics()
     assert (every.calls, every.errors, every.unpriced_calls) == (21, 1, 0)
-    openai_only = await compute_metrics(mstore, provider="openai")
+    openai_only = await mstore.metrics(provider="openai")
     assert openai_only.calls == 20
     assert openai_only.p50_latency_ms == nearest_rank(latencies, 50) == 10.0
     assert openai_only.p95_latency_ms == 19.0
@@ -284,9 +283,9 @@ async def test_metrics_filters_and_percentiles(mstore: EventStore) -> None:
                      model_ref="gpt-4o", provider_id="openai",
                      genai_request_timestamp=WHEN).total_price
     assert openai_only.total_cost == one * 20
-    week = await compute_metrics(mstore, provider="openai", after=WHEN - timedelta(days=6))
+    week = await mstore.metrics(provider="openai", after=WHEN - timedelta(days=6))
     assert week.calls == 7
-    assert (await compute_metrics(mstore, tag="prod")).calls == 10
-    assert (await compute_metrics(mstore, conversation_id="c1")).calls == 10
-    assert (await compute_metrics(mstore, model="claude-sonnet-4-5")).errors == 1
+    assert (await mstore.metrics(tag="prod")).calls == 10
+    assert (await mstore.metrics(conversation_id="c1")).calls == 10
+    assert (await mstore.metrics(model="claude-sonnet-4-5")).errors == 1
     assert nearest_rank([], 50) is None

@@ -21,7 +21,7 @@ import pytest
 from genai_prices import calc_price, extract_usage
 
 from eventstore import EventStore, RecordedEvent
-from eventstore.calls import LLM_CALL, read_calls
+from eventstore.calls import LLM_CALL
 from eventstore.integrations import instrument_anthropic, instrument_openai, stats
 
 from .fake_llm_api import Answer, FakeAPI, api, sse
@@ -160,7 +160,7 @@ def expected_cost(provider: str, flavor: str, body: dict[str, Any], at: Any) -> 
 async def only_call(store: EventStore, api: FakeAPI, path: str) -> tuple[RecordedEvent, Any]:
     """The one recorded call, whose rebuilt request must be the body the server got."""
     (event,) = await calls_of(store)
-    (call,) = await read_calls(store)
+    (call,) = await store.calls()
     sent = api.bodies(path)[-1]
     assert call.request == sent
     return event, call
@@ -243,7 +243,7 @@ async def test_chat_parse_and_stream_helpers(mstore: EventStore, api: FakeAPI) -
 
     with anyio.fail_after(10):
         assert await asyncio.to_thread(use_stream_helper) == "Hello"
-    calls = await read_calls(mstore)
+    calls = await mstore.calls()
     assert len(calls) == 2
     assert calls[1].request == api.bodies("/v1/chat/completions")[-1]
     assert calls[1].request["stream"] is True
@@ -267,7 +267,7 @@ async def test_raw_streaming_and_with_options_paths(mstore: EventStore, api: Fak
         copied = client.with_options(timeout=30)
         await copied.chat.completions.create(model="gpt-4o", messages=PROMPT)
         await client.responses.with_raw_response.create(model="gpt-4o", input="hi")
-    calls = await read_calls(mstore)
+    calls = await mstore.calls()
     assert [c.api for c in calls] == ["chat", "chat", "chat", "responses"]
     assert calls[3].response == responses_body()
     for call in calls[:3]:
@@ -309,7 +309,7 @@ async def test_responses_create_stream_and_parse(mstore: EventStore, api: FakeAP
 
     with anyio.fail_after(10):
         await asyncio.to_thread(stream_it)
-    calls = await read_calls(mstore)
+    calls = await mstore.calls()
     sent = api.bodies("/v1/responses")
     assert [c.request for c in calls] == sent
     assert calls[0].request["instructions"] == "Be brief."
@@ -361,7 +361,7 @@ async def test_chat_tool_loop_stores_each_message_once(mstore: EventStore,
                 messages = [*messages, reply,  # the SDK object, as apps append it
                             {"role": "tool", "tool_call_id": reply.tool_calls[0].id,
                              "content": f"sunny {turn}"}]
-    calls = await read_calls(mstore, conversation_id="loop")
+    calls = await mstore.calls(conversation_id="loop")
     assert [c.request for c in calls] == api.bodies("/v1/chat/completions")
     stored = [e async for e in mstore.read(type="message_sent")
               if e.data.get("source") != "response"]
@@ -397,7 +397,7 @@ async def test_responses_tool_loop(mstore: EventStore, api: FakeAPI) -> None:
                 items = [*items, out.model_dump(exclude_none=True),
                          {"type": "function_call_output", "call_id": out.call_id,
                           "output": f"sunny at {out.call_id}"}]
-    calls = await read_calls(mstore, conversation_id="loop")
+    calls = await mstore.calls(conversation_id="loop")
     assert [c.request for c in calls] == api.bodies("/v1/responses")
     stored = [e async for e in mstore.read(type="message_sent")
               if e.data.get("source") != "response"]
@@ -434,7 +434,7 @@ async def test_anthropic_tool_loop(mstore: EventStore, api: FakeAPI) -> None:
                             {"role": "user", "content": [
                                 {"type": "tool_result", "tool_use_id": u.id,
                                  "content": f"sunny {u.id}"} for u in uses]}]
-    calls = await read_calls(mstore, conversation_id="loop")
+    calls = await mstore.calls(conversation_id="loop")
     assert [c.request for c in calls] == api.bodies("/v1/messages")
     stored = [e async for e in mstore.read(type="message_sent")
               if e.data.get("source") != "response"]
@@ -477,7 +477,7 @@ async def test_anthropic_create_stream_and_helpers(mstore: EventStore, api: Fake
         assert await asyncio.to_thread(stream_helper) == "Bonjour"
         # the SDK passes every event on but its keep-alive pings
         assert await asyncio.to_thread(stream_true) == len(claude_events()) - 1
-    calls = await read_calls(mstore)
+    calls = await mstore.calls()
     assert [c.request for c in calls] == api.bodies("/v1/messages")
     assert len(calls) == 6
     for call in calls:
@@ -597,7 +597,7 @@ async def test_retries_are_counted_and_errors_carry_status_and_request_id(
     assert error["request_id"].startswith("req_")
     assert failed.data["attempts"] == 3
     assert failed.data["priced"] is False
-    (replayed,) = [c for c in await read_calls(mstore) if c.id == failed.id]
+    (replayed,) = [c for c in await mstore.calls() if c.id == failed.id]
     assert replayed.request == api.bodies("/v1/messages")[-1]
 
 
@@ -633,7 +633,7 @@ async def test_fifty_turns_store_linearly(tmp_path: Any, api: FakeAPI) -> None:
                                  "content": result.choices[0].message.content})
                 added = [e async for e in store.read(from_seq=before + 1)]
                 sizes.append(sum(len(json.dumps(e.data)) for e in added))
-        calls = await read_calls(store, conversation_id="long")
+        calls = await store.calls(conversation_id="long")
         assert [c.request for c in calls] == api.bodies("/v1/chat/completions")
     # Each call stores its new messages, the two digests it adds to the previous call's
     # list, and the response: the 50th about what the 2nd did, never the whole

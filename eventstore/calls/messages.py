@@ -20,14 +20,13 @@ import asyncio
 import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import msgspec
 
+from ..query import Query
+from ..reads import LogReader
 from .flavors import role_of
-
-if TYPE_CHECKING:
-    from ..store import EventStore
 
 __all__ = ["Conversation", "MessageIndex", "compact_refs", "digest_of_item", "item_of",
            "message_data", "resolve_refs", "text_of"]
@@ -140,8 +139,8 @@ class MessageIndex:
     read back from the log for the others), and one lock per conversation so concurrent
     calls of one conversation store a new message once."""
 
-    def __init__(self, store: EventStore, call_type: str) -> None:
-        self._store = store
+    def __init__(self, reader: LogReader, call_type: str) -> None:
+        self._reader = reader
         self._call_type = call_type
         self._known: OrderedDict[str, Conversation] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -162,8 +161,9 @@ class MessageIndex:
             return known
         known = Conversation()
         resolved: dict[str, dict[str, Any]] = {}
-        async for event in self._store.read(type={"message_sent", self._call_type},
-                                            conversation_id=conversation_id):
+        query = Query(conversation_id=conversation_id,
+                      types=frozenset({"message_sent", self._call_type}))
+        async for event in self._reader.read(query):
             if event.type == self._call_type:
                 try:
                     refs = resolve_refs(event.data.get("messages") or {}, resolved)

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from ..errors import InvalidQueryError
 from ..events import COST_RECORDED, RecordedEvent
 from ..pricing.money import ZERO, add_money, cost_or_none
+from ..query import Query
+from ..reads import LogReader
+from .reader import in_window
 from .record import LLM_CALL
-
-if TYPE_CHECKING:
-    from ..store import EventStore
 
 __all__ = ["Metrics", "compute_metrics", "nearest_rank"]
 
@@ -107,34 +106,21 @@ def summarize(events: Iterable[RecordedEvent]) -> Metrics:
     )
 
 
-async def compute_metrics(
-    store: EventStore,
-    *,
-    conversation_id: str | None = None,
-    user_id: str | None = None,
-    provider: str | None = None,
-    model: str | None = None,
-    tag: str | None = None,
-    after: datetime | None = None,
-    before: datetime | None = None,
-) -> Metrics:
+async def compute_metrics(reader: LogReader, query: Query, *, provider: str | None = None,
+                          model: str | None = None, tag: str | None = None) -> Metrics:
+    """The metrics of the calls matching the query (conversation, user, and `after` /
+    `before` on occurred_at) and the provider / model / tag filters."""
     for name, value in (("provider", provider), ("model", model), ("tag", tag)):
         if value is not None and not isinstance(value, str):
             raise InvalidQueryError(f"{name}= must be a string or None")
-    for name, moment in (("after", after), ("before", before)):
-        if moment is not None and (not isinstance(moment, datetime)
-                                   or moment.utcoffset() is None):
-            raise InvalidQueryError(f"{name}= must be a timezone-aware datetime")
 
     def wanted(event: RecordedEvent) -> bool:
         data = event.data
         return ((provider is None or data.get("provider") == provider)
                 and (model is None or data.get("model") == model)
                 and (tag is None or tag in _tags(event))
-                and (after is None or event.occurred_at >= after)
-                and (before is None or event.occurred_at <= before))
+                and in_window(event, query))
 
-    events = [e async for e in store.read(type={LLM_CALL, COST_RECORDED},
-                                          conversation_id=conversation_id, user_id=user_id)
-              if wanted(e)]
-    return summarize(events)
+    calls = Query(conversation_id=query.conversation_id, user_id=query.user_id,
+                  types=frozenset({LLM_CALL, COST_RECORDED}))
+    return summarize([e async for e in reader.read(calls) if wanted(e)])

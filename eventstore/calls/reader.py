@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from ..errors import MissingMessageError
 from ..events import MESSAGE_SENT, RecordedEvent
+from ..query import Query
+from ..reads import LogReader
 from .flavors import join_request
 from .messages import item_of, resolve_refs
 from .record import LLM_CALL
-
-if TYPE_CHECKING:
-    from ..store import EventStore
 
 __all__ = ["LLMCall", "read_calls", "request_of"]
 
@@ -59,6 +58,12 @@ def request_of(call: Mapping[str, Any], refs: Mapping[str, Any],
     return join_request(call.get("request") or {}, lists, values)
 
 
+def in_window(event: RecordedEvent, query: Query) -> bool:
+    """Cost and call questions bound the call's own time (occurred_at), inclusive."""
+    return ((query.after is None or event.occurred_at >= query.after)
+            and (query.before is None or event.occurred_at <= query.before))
+
+
 def _call(event: RecordedEvent, refs: Mapping[str, Any], messages: Mapping[str, Any]) -> LLMCall:
     data = event.data
     return LLMCall(
@@ -73,14 +78,15 @@ def _call(event: RecordedEvent, refs: Mapping[str, Any], messages: Mapping[str, 
     )
 
 
-async def read_calls(store: EventStore, *, conversation_id: str | None = None,
-                     user_id: str | None = None) -> list[LLMCall]:
-    """The recorded calls matching the filters, in log order, each request rebuilt."""
+async def read_calls(reader: LogReader, query: Query) -> list[LLMCall]:
+    """The recorded calls matching the query's conversation and user, in log order, each
+    request rebuilt; `after` / `before` bound the calls' time (occurred_at)."""
     by_conversation: dict[str | None, dict[str, Any]] = {}
     by_call: dict[str, dict[str, Any]] = {}
     calls: list[RecordedEvent] = []
-    async for event in store.read(type={MESSAGE_SENT, LLM_CALL},
-                                  conversation_id=conversation_id, user_id=user_id):
+    wanted = Query(conversation_id=query.conversation_id, user_id=query.user_id,
+                   types=frozenset({MESSAGE_SENT, LLM_CALL}))
+    async for event in reader.read(wanted):
         if event.type == LLM_CALL:
             calls.append(event)
             continue
@@ -98,6 +104,8 @@ async def read_calls(store: EventStore, *, conversation_id: str | None = None,
     out = []
     resolved: dict[str, dict[str, Any]] = {}
     for event in calls:
+        if not in_window(event, query):
+            continue
         try:
             refs = resolve_refs(event.data.get("messages") or {}, resolved)
         except KeyError as exc:

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ..errors import InvalidCallError
 from ..events import COST_RECORDED, MESSAGE_SENT, Event, RecordedEvent, new_event_id
+from ..pricing.prices import PricingProvider
 from ..pricing.usage import CallPrice, other_cost, price_call, price_context_of, read_usage
+from ..reads import LogReader
+from ..scope import current_attribution
 from .flavors import FLAVORS, detect_flavor, split_request
 from .messages import (
     Conversation,
@@ -38,14 +40,10 @@ from .messages import (
     text_of,
 )
 
-if TYPE_CHECKING:
-    from ..store import EventStore
-
-__all__ = ["LLM_CALL", "record_llm_call", "to_json"]
+__all__ = ["LLM_CALL", "CallRecorder", "to_json"]
 
 LLM_CALL: Final = "llm_call"
 _MAX_ERROR_MESSAGE: Final = 4_000
-_indexes: weakref.WeakKeyDictionary[EventStore, MessageIndex] = weakref.WeakKeyDictionary()
 
 
 def to_json(value: Any) -> Any:
@@ -206,8 +204,24 @@ def _cost_data(provider: str, model: str, tokens: Mapping[str, int], price: Call
     return data
 
 
-async def record_llm_call(
-    store: EventStore,
+class CallRecorder:
+    """Records model calls into the log: `record` is the store's record_llm_call."""
+
+    def __init__(self, reader: LogReader,
+                 append_many: Callable[[list[Event]], Awaitable[list[RecordedEvent]]],
+                 pricing: Callable[[], PricingProvider]) -> None:
+        self._append_many = append_many
+        self._pricing = pricing
+        self._index = MessageIndex(reader, LLM_CALL)
+
+    async def record(self, **call: Any) -> RecordedEvent:
+        return await _record(self._index, self._append_many, self._pricing(), **call)
+
+
+async def _record(
+    index: MessageIndex,
+    append_many: Callable[[list[Event]], Awaitable[list[RecordedEvent]]],
+    pricing: PricingProvider,
     *,
     provider: str,
     model: str | None,
@@ -227,7 +241,12 @@ async def record_llm_call(
     incomplete: bool = False,
     record_messages: bool = True,
 ) -> RecordedEvent:
-    """Record one model call (see the module docstring); returns its `llm_call` event."""
+    """Record one model call (see the module docstring); returns its `llm_call` event.
+    Ids left None come from the enclosing `store.conversation(...)` scope."""
+    scope = current_attribution()
+    conversation_id = conversation_id if conversation_id is not None else scope.conversation_id
+    user_id = user_id if user_id is not None else scope.user_id
+    metadata = {**scope.metadata, **(metadata or {})}
     _check(provider, model, request, response, latency_ms, occurred_at)
     if api is not None and api not in FLAVORS:
         raise InvalidCallError(f"api={api!r} must be one of {sorted(FLAVORS)}")
@@ -243,7 +262,7 @@ async def record_llm_call(
 
     usage = read_usage(provider, flavor, answered)
     context = price_context_of(flavor, sent, answered, price_context)
-    price = price_call(store.pricing, provider=provider, model=model_name, usage=usage,
+    price = price_call(pricing, provider=provider, model=model_name, usage=usage,
                        at=when, context=context)
     tokens = usage.tokens() if usage is not None else {}
 
@@ -321,17 +340,14 @@ async def record_llm_call(
         state.last = (call_id, refs)
         return events
 
-    index = _indexes.get(store)
-    if index is None:
-        index = _indexes[store] = MessageIndex(store, LLM_CALL)
     if conversation_id is None:
-        recorded = await store.append_many(await build(Conversation()))
+        recorded = await append_many(await build(Conversation()))
     else:
         async with index.lock(conversation_id):
             state = await index.conversation(conversation_id)
             before = (set(state.digests), state.last)
             try:
-                recorded = await store.append_many(await build(state))
+                recorded = await append_many(await build(state))
             except BaseException:
                 state.digests, state.last = before  # nothing was written
                 raise

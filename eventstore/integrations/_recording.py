@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from ..calls import record_llm_call, to_json
+from ..calls import to_json
 from ..calls.streams import StreamAccumulator, accumulator_for
 from ..scope import current_attribution
 
@@ -204,8 +204,8 @@ async def write(call: Call) -> None:
     binding = call.binding
     try:
         model = call.request.get("model")
-        event = await record_llm_call(
-            binding.store, provider=binding.provider,
+        event = await binding.store.record_llm_call(
+            provider=binding.provider,
             model=model if isinstance(model, str) else None,
             request=call.request, response=call.response, latency_ms=call.latency_ms,
             error=call.error, conversation_id=call.conversation_id, user_id=call.user_id,
@@ -228,10 +228,7 @@ async def write(call: Call) -> None:
 
 
 def store_loop(store: EventStore) -> asyncio.AbstractEventLoop:
-    # The store's public `loop` once the facade has it; its runner task's loop before.
-    loop = getattr(store, "loop", None)
-    if loop is None and getattr(store, "_runner", None) is not None:
-        loop = store._runner.get_loop()  # type: ignore[union-attr]
+    loop = store.loop
     if loop is None or loop.is_closed() or not loop.is_running():
         raise RuntimeError("the store is not open (was it closed?)")
     return loop

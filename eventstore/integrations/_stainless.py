@@ -63,10 +63,14 @@ def install(sdk: Sdk) -> None:
     """Wrap the SDK's client classes once per process (idempotent)."""
     if sdk.name in _installed:
         return
-    base = sdk.module._base_client
+    base, streaming = f"{sdk.name}._base_client", f"{sdk.name}._streaming"
     wrapt.wrap_function_wrapper(base, "SyncAPIClient.request", _sync_request(sdk))
     wrapt.wrap_function_wrapper(base, "AsyncAPIClient.request", _async_request(sdk))
     wrapt.wrap_function_wrapper(base, "BaseClient._build_request", _build_request)
+    wrapt.wrap_function_wrapper(streaming, "Stream.__stream__", _sync_events)
+    wrapt.wrap_function_wrapper(streaming, "AsyncStream.__stream__", _async_events)
+    wrapt.wrap_function_wrapper(streaming, "Stream.close", _sync_close)
+    wrapt.wrap_function_wrapper(streaming, "AsyncStream.close", _async_close)
     for cls in sdk.client_classes:
         for name in ("copy", "with_options"):
             if name in vars(cls):
@@ -198,14 +202,14 @@ def _is_raw(result: Any) -> bool:
 
 def _sync_result(sdk: Sdk, call: Call, result: Any, mode: str | None) -> Any:
     if _is_stream(sdk, result):
-        return wrap_sync_stream(result, call)
+        return _bind_stream(result, call)
     if _is_raw(result):
         if mode == "stream":
             _record_on_parse(sdk, result, call)
             return result
         parsed = result.parse()
         if _is_stream(sdk, parsed):
-            wrap_sync_stream(parsed, call)
+            _bind_stream(parsed, call)
         else:
             call.end(parsed)
             record_sync(call)
@@ -217,7 +221,7 @@ def _sync_result(sdk: Sdk, call: Call, result: Any, mode: str | None) -> Any:
 
 async def _async_result(sdk: Sdk, call: Call, result: Any, mode: str | None) -> Any:
     if _is_stream(sdk, result):
-        return wrap_async_stream(result, call)
+        return _bind_stream(result, call)
     if _is_raw(result):
         if mode == "stream":
             _record_on_parse(sdk, result, call, is_async=inspect.iscoroutinefunction(
@@ -227,7 +231,7 @@ async def _async_result(sdk: Sdk, call: Call, result: Any, mode: str | None) -> 
         if inspect.isawaitable(parsed):
             parsed = await parsed
         if _is_stream(sdk, parsed):
-            wrap_async_stream(parsed, call)
+            _bind_stream(parsed, call)
         else:
             call.end(parsed)
             await record_async(call)
@@ -244,7 +248,7 @@ def _record_on_parse(sdk: Sdk, response: Any, call: Call, *, is_async: bool = Fa
 
     def give(parsed: Any) -> Any:
         if _is_stream(sdk, parsed):
-            return (wrap_async_stream if is_async else wrap_sync_stream)(parsed, call)
+            return _bind_stream(parsed, call)
         call.end(parsed)
         return parsed
 
@@ -270,16 +274,38 @@ def _record_on_parse(sdk: Sdk, response: Any, call: Call, *, is_async: bool = Fa
 
 # --- streams -----------------------------------------------------------------------------
 #
-# The caller keeps the SDK's own Stream object; only its `_iterator`, which the SDK's
-# `__iter__` / `__next__` (and the `.stream()` helpers) read, is replaced by a generator
-# that passes every event through unchanged and records the call once when it ends,
-# however it ends (exhausted, failed mid-way, closed early, cancelled or collected).
+# The caller keeps the SDK's own Stream object. Its events come from the class's
+# `__stream__` generator (the SDKs may run it on a copy of the stream, made on first use),
+# wrapped here: every event passes through unchanged, and the call its HTTP response
+# belongs to is recorded once when the generator ends, however it ends (exhausted,
+# failed mid-way, closed early, cancelled or collected). `close()` records too, for a
+# stream closed before it was iterated to the end.
+
+_streams: weakref.WeakKeyDictionary[Any, Call] = weakref.WeakKeyDictionary()
 
 
-def wrap_sync_stream(stream: Any, call: Call) -> Any:
-    inner: Iterator[Any] = stream._iterator
+def _bind_stream(stream: Any, call: Call) -> Any:
+    """Tie a stream (by its HTTP response, which copies share) to its call."""
+    _streams[stream.response] = call
+    call.stream = True
+    return stream
 
-    def iterate() -> Iterator[Any]:
+
+def _call_of(stream: Any) -> Call | None:
+    response = getattr(stream, "response", None)
+    return _streams.get(response) if response is not None else None
+
+
+def _sync_events(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Iterator[Any]:
+    inner = wrapped(*args, **kwargs)
+
+    def events() -> Iterator[Any]:
+        # Looked up on the first event: the stream is bound once `request` returns it.
+        call = _call_of(instance)
+        if call is None:
+            yield from inner
+            return
         error: BaseException | None = None
         complete = False
         try:
@@ -296,24 +322,19 @@ def wrap_sync_stream(stream: Any, call: Call) -> Any:
                 # collector, on any thread.
                 record_sync(call, wait=complete or isinstance(error, Exception))
 
-    sdk_close = stream.close
-
-    def close() -> None:
-        try:
-            sdk_close()
-        finally:
-            if call.end(incomplete=True):
-                record_sync(call)
-
-    stream._iterator = iterate()
-    stream.close = close
-    return stream
+    return events()
 
 
-def wrap_async_stream(stream: Any, call: Call) -> Any:
-    inner: AsyncIterator[Any] = stream._iterator
+def _async_events(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    inner = wrapped(*args, **kwargs)
 
-    async def iterate() -> AsyncIterator[Any]:
+    async def events() -> AsyncIterator[Any]:
+        call = _call_of(instance)
+        if call is None:
+            async for event in inner:
+                yield event
+            return
         error: BaseException | None = None
         complete = False
         try:
@@ -328,21 +349,30 @@ def wrap_async_stream(stream: Any, call: Call) -> Any:
             if call.end(error=error, incomplete=not complete):
                 if complete or isinstance(error, Exception):
                     await record_async(call)
-                else:  # closed, collected or cancelled
+                else:  # closed, collected or cancelled: awaiting could be cancelled again
                     record_sync(call, wait=False)
 
-    sdk_close = stream.close
+    return events()
 
-    async def close() -> None:
-        try:
-            await sdk_close()
-        finally:
-            if call.end(incomplete=True):
-                await record_async(call)
 
-    stream._iterator = iterate()
-    stream.close = close
-    return stream
+def _sync_close(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> Any:
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        call = _call_of(instance)
+        if call is not None and call.end(incomplete=True):
+            record_sync(call)
+
+
+async def _async_close(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        call = _call_of(instance)
+        if call is not None and call.end(incomplete=True):
+            await record_async(call)
 
 
 def _observe(call: Call, event: Any) -> None:
