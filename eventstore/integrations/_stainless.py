@@ -21,8 +21,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import wrapt
-
 from ._recording import (
     Binding,
     Call,
@@ -63,6 +61,8 @@ def install(sdk: Sdk) -> None:
     """Wrap the SDK's client classes once per process (idempotent)."""
     if sdk.name in _installed:
         return
+    import wrapt  # with the SDK extras, like the SDKs themselves
+
     base, streaming = f"{sdk.name}._base_client", f"{sdk.name}._streaming"
     wrapt.wrap_function_wrapper(base, "SyncAPIClient.request", _sync_request(sdk))
     wrapt.wrap_function_wrapper(base, "AsyncAPIClient.request", _async_request(sdk))
