@@ -33,6 +33,7 @@ from typing import Any, TypeAlias
 import anyio
 from blinker import Namespace, Signal
 
+from .errors import InvalidOptionError
 from .events import RecordedEvent
 
 log = logging.getLogger("eventstore.signals")
@@ -86,6 +87,11 @@ class Dispatcher:
 
     def __init__(self, *, timeout: float | None = DEFAULT_RECEIVER_TIMEOUT,
                  reveal_live: Reveal | None = None) -> None:
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(
+                timeout, int | float) or not timeout > 0):
+            raise InvalidOptionError(
+                f"receiver_timeout must be a positive number of seconds or None, not "
+                f"{timeout!r}")
         self._pending: deque[Awaitable[Any] | _Deferred] = deque()
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()

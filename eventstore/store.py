@@ -89,10 +89,11 @@ class EventStore:
         pricing: PricingProvider | None = None,
         encryption: Encryption | None = None,
         url: str | None = None,
+        receiver_timeout: float | None = signals.DEFAULT_RECEIVER_TIMEOUT,
     ) -> None:
         self.backend = backend
         self.url = url
-        self.dispatcher = signals.Dispatcher()
+        self.dispatcher = signals.Dispatcher(timeout=receiver_timeout)
         self._hooks = tuple(redact)
         self._hooks_copy = copies_on_write(self._hooks)
         self._pricing = pricing
@@ -123,11 +124,13 @@ class EventStore:
         Options: redact (hooks), cursor_secret (bytes, to share cursors across stores),
         max_group (events per commit), guardian_interval (seconds between guardian ticks),
         pricing (a PricingProvider for record_cost; default: the genai-prices dataset),
-        encryption (an Encryption: personal fields encrypted per user, see forget_user).
+        encryption (an Encryption: personal fields encrypted per user, see forget_user),
+        receiver_timeout (seconds an async signal receiver may take per delivery, then it
+        is abandoned; None: no limit).
         """
         store_options = {k: options.pop(k) for k in
                          ("cursor_secret", "max_group", "guardian_interval", "pricing",
-                          "encryption") if k in options}
+                          "encryption", "receiver_timeout") if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
 
@@ -184,7 +187,13 @@ class EventStore:
         """Run a background task in the store's task group (stopped when the store closes)."""
         if self._task_group is None:
             raise StoreClosedError("the store is not open")
-        self._task_group.start_soon(func, *args, name=name)
+        self._task_group.start_soon(self._inside, func, args, name=name)
+
+    async def _inside(self, func: Any, args: tuple[Any, ...]) -> None:
+        # A task started here copies the context of whoever called spawn(), not the
+        # runner's: mark it as one of ours.
+        _INSIDE.set(id(self))
+        await func(*args)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

@@ -21,7 +21,8 @@ DEFAULT_INTERVAL = 30.0
 
 
 class Guardian:
-    """Keeps every subscription attached, alive and caught up.
+    """Keeps every subscription attached, alive and caught up (`interval=math.inf`: only
+    when `check()` is called).
 
     Each tick (every `interval` seconds, or `await check()` now) it reconnects the store's
     receiver of `event_appended` if it was lost (blinker drops receivers when someone
@@ -41,7 +42,7 @@ class Guardian:
         check_listener: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         if (isinstance(interval, bool) or not isinstance(interval, int | float)
-                or not math.isfinite(interval) or interval <= 0):
+                or math.isnan(interval) or interval <= 0):
             raise InvalidOptionError(
                 f"guardian_interval must be a positive number of seconds, not {interval!r}"
             )
