@@ -8,26 +8,20 @@ store (and this module does not either).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from .backends.base import Backend, Checkpoint
 from .events import RecordedEvent
-from .query import Query, build_query
+from .pipeline import WritePipeline
+from .query import Query
+from .reads import LogReader
 from .signals import Dispatcher
 from .writer import GroupCommitWriter
 
-if TYPE_CHECKING:
-    from .privacy.encryption import Encryption
-
-_EVERYTHING = build_query()
-
-
-class _Reads(Protocol):
-    def __call__(self, from_seq: int = 0, *, type: Any = None, conversation_id: str | None = None,
-                 user_id: str | None = None) -> AsyncIterator[RecordedEvent]: ...
-
 
 class StoreHost:
+    """The Host of a store's subscriptions, built by the store from its own parts."""
+
     def __init__(
         self,
         sender: Any,
@@ -35,18 +29,17 @@ class StoreHost:
         dispatcher: Dispatcher,
         backend: Backend,
         writer: GroupCommitWriter,
-        read: _Reads,
+        reader: LogReader,
+        pipeline: WritePipeline,
         spawn: Callable[..., None],
-        encryption: Encryption | None,
     ) -> None:
         self._sender = sender
         self._dispatcher = dispatcher
         self._backend = backend
         self._writer = writer
-        self._read = read
+        self._reader = reader
+        self._pipeline = pipeline
         self._spawn = spawn
-        self._encryption = encryption
-        self._forgotten: set[str] = set()
 
     @property
     def sender(self) -> Any:
@@ -57,8 +50,7 @@ class StoreHost:
         return self._dispatcher
 
     def read_after(self, position: int, query: Query) -> AsyncIterator[RecordedEvent]:
-        return self._read(position + 1, type=query.types,
-                          conversation_id=query.conversation_id, user_id=query.user_id)
+        return self._reader.read(query, position + 1)
 
     async def head(self) -> int:
         return await self._backend.head()
@@ -75,29 +67,5 @@ class StoreHost:
     def spawn(self, func: Callable[[], Awaitable[None]], *, name: str) -> None:
         self._spawn(func, name=name)
 
-    # --- reveal at delivery ------------------------------------------------------------
-    # Until the write pipeline's own reveal_live lands, this is the same rule from here:
-    # plaintext copies in memory are only trusted for users not forgotten in this process.
-
-    def forgetting(self, user_id: str) -> None:
-        """forget_user(user_id) is under way: from now on, deliveries of that user's
-        events show what the log shows (erased, or a later key's plaintext)."""
-        self._forgotten.add(user_id)
-
     async def reveal_live(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
-        forgotten = self._forgotten
-        if not forgotten:
-            return events
-        hits = [i for i, event in enumerate(events) if event.user_id in forgotten]
-        encryption = self._encryption
-        if not hits or encryption is None:
-            return events
-        stored: list[RecordedEvent] = []
-        for i in hits:
-            seq = events[i].seq
-            page = await self._backend.query(_EVERYTHING, after_seq=seq - 1, limit=1)
-            stored.append(page[0] if page and page[0].seq == seq else encryption.erase(events[i]))
-        out = list(events)
-        for i, event in zip(hits, await encryption.open_events(stored), strict=True):
-            out[i] = event
-        return out
+        return await self._pipeline.reveal_live(events)

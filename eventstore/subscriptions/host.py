@@ -17,6 +17,8 @@ from ..signals import Dispatcher
 
 
 class Host(Protocol):
+    """What a Subscription, the Registry and the Guardian may ask of their store."""
+
     @property
     def sender(self) -> Any:
         """The sender of the signals a subscription sends (the store)."""

@@ -30,6 +30,8 @@ log = logging.getLogger("eventstore.subscriptions")
 
 
 class Registry:
+    """A store's subscriptions and the one receiver that feeds them (module docstring)."""
+
     def __init__(self, host: Host) -> None:
         self._host = host
         self._subscriptions: dict[int, Subscription] = {}
