@@ -171,7 +171,7 @@ class EventStore:
             if not started.is_set():
                 waiter.cancel()
                 await self._runner  # re-raises what stopped it
-            self._registry.start(await self.backend.head())
+            self._registry.start()
         except BaseException:
             await self.backend.close()
             raise

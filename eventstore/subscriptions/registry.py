@@ -43,6 +43,7 @@ class Registry:
         self._routing = False
         self.live_head = 0
         self.chain_start = 1
+        self._routed_any = False
         self._remote_head = 0
         self._remote_news = asyncio.Event()
         self._receiver_connected = False
@@ -122,6 +123,11 @@ class Registry:
         any_type = self._any_type
         by_type = self._by_type
         for event in batch:
+            if not self._routed_any:
+                # The chain starts here; a subscription that read the log to an older
+                # head finds the hole by itself (its floor), no need to wake them all.
+                self._routed_any = True
+                self.chain_start, self.live_head = event.seq, event.seq - 1
             if event.seq <= self.live_head:
                 continue  # announced twice (a reconnected receiver)
             if event.seq != self.live_head + 1:
@@ -150,10 +156,8 @@ class Registry:
 
     # --- the receiver ---------------------------------------------------------------------
 
-    def start(self, head: int) -> None:
-        """At store start: the log's head then, and the receiver connected."""
-        self.live_head = head
-        self.chain_start = head + 1
+    def start(self) -> None:
+        """At store start: connect the receiver."""
         self.connect()
 
     def connect(self) -> None:
