@@ -228,9 +228,11 @@ async def write(call: Call) -> None:
 
 
 def store_loop(store: EventStore) -> asyncio.AbstractEventLoop:
+    # Every store operation must run on this loop (the writer, the backend's connections
+    # and locks live there); StoreClosedError (a RuntimeError) if it was never opened.
     loop = store.loop
-    if loop is None or loop.is_closed() or not loop.is_running():
-        raise RuntimeError("the store is not open (was it closed?)")
+    if loop.is_closed() or not loop.is_running():
+        raise RuntimeError("the store's event loop is not running (was the store closed?)")
     return loop
 
 
