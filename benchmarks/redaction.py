@@ -8,7 +8,7 @@ prose; about one in five carries a few PII items (email, phone, card, IP, API ke
 configurations, each on a fresh database file:
 
     none         no hooks
-    pii          eventstore.pii.PIIRedactor() as the redact hook
+    pii          eventstore.privacy.pii.PIIRedactor() as the redact hook
     encryption   Encryption() (per-user AES-256-GCM of data.content)
     both         PIIRedactor() and Encryption()
 
@@ -82,7 +82,7 @@ def messages(n: int, seed: int = 7) -> list[Event]:
 
 
 def configs(master_key: str) -> dict[str, Callable[[], dict[str, Any]]]:
-    from eventstore.pii import PIIRedactor
+    from eventstore.privacy.pii import PIIRedactor
 
     return {
         "none": lambda: {},

@@ -1,7 +1,17 @@
-"""eventstore: an asyncio, append-only event store for auditing AI applications."""
+"""eventstore: an asyncio, append-only event store for auditing AI applications.
+
+    async with EventStore.open("sqlite:///audit.db") as store:
+        await store.append(Event(type="message_sent", conversation_id="c1", data={...}))
+
+The public names are the ones in `__all__`; submodules `eventstore.signals`,
+`eventstore.projections`, `eventstore.integrations`, `eventstore.redaction` and
+`eventstore.encryption` are public too.
+"""
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
 
 from . import signals
-from .encryption import Encryption
 from .errors import (
     BackendError,
     DuplicateEventError,
@@ -9,9 +19,13 @@ from .errors import (
     EventStoreError,
     InvalidCursorError,
     InvalidEventError,
+    InvalidPriceError,
     InvalidQueryError,
+    InvalidUsageError,
+    MissingDependencyError,
     RedactionError,
     SchemaVersionError,
+    SnapshotError,
     StoreClosedError,
     SubscriptionError,
     UnknownModelError,
@@ -19,9 +33,17 @@ from .errors import (
 )
 from .events import Event, RecordedEvent
 from .pricing import ModelPrice, PriceTable, PricingProvider
-from .redaction import PIIRedactor
+from .privacy import Encryption, PIIRedactor
 from .store import EventStore, Page
 from .subscriptions import Subscription
+
+try:
+    __version__ = version("eventstore")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+# A library logs, the application decides where it goes (no "No handlers" warning).
+logging.getLogger("eventstore").addHandler(logging.NullHandler())
 
 __all__ = [
     "BackendError",
@@ -33,7 +55,10 @@ __all__ = [
     "EventStoreError",
     "InvalidCursorError",
     "InvalidEventError",
+    "InvalidPriceError",
     "InvalidQueryError",
+    "InvalidUsageError",
+    "MissingDependencyError",
     "ModelPrice",
     "PIIRedactor",
     "Page",
@@ -42,10 +67,12 @@ __all__ = [
     "RecordedEvent",
     "RedactionError",
     "SchemaVersionError",
+    "SnapshotError",
     "StoreClosedError",
     "Subscription",
     "SubscriptionError",
     "UnknownModelError",
     "UnsupportedURLError",
+    "__version__",
     "signals",
 ]

@@ -70,3 +70,19 @@ class UnknownModelError(EventStoreError, LookupError):
 
 class EncryptionError(EventStoreError):
     """Encrypted fields could not be encrypted or decrypted (wrong or missing master key)."""
+
+
+class InvalidPriceError(EventStoreError, ValueError):
+    """A price is not a finite, non-negative Decimal (or an int or decimal string)."""
+
+
+class InvalidUsageError(EventStoreError, ValueError):
+    """Token counts passed to compute_cost are not valid; nothing was computed."""
+
+
+class SnapshotError(EventStoreError, ValueError):
+    """A snapshot blob is corrupt or belongs to another projection or version: rebuild it."""
+
+
+class MissingDependencyError(EventStoreError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

@@ -36,9 +36,9 @@ from .errors import (
     SubscriptionError,
 )
 from .events import USER_FORGOTTEN, Event, RecordedEvent
-from .instrument import instrumented, send_span, send_start
+from .operations import instrumented, send_span, send_start
+from .privacy.hooks import RedactHook, copies_on_write, run_hooks
 from .query import build_query, check_limit, check_seq
-from .redaction import RedactHook, copies_on_write, run_hooks
 from .subscriptions import Guardian, Handler, Subscription
 from .writer import GroupCommitWriter
 
@@ -47,9 +47,9 @@ if TYPE_CHECKING:
 
     import polars as pl
 
-    from .encryption import Encryption
     from .integrations.context import ConversationScope
     from .pricing import PricingProvider
+    from .privacy.encryption import Encryption
     from .projections.base import Projection
 
     P = TypeVar("P", bound=Projection)
@@ -661,7 +661,7 @@ class EventStore:
         convention; for Anthropic add cache_read and cache_creation input tokens). An
         unknown model raises UnknownModelError and records nothing: never a $0 row.
         """
-        from .cost_records import cost_event
+        from .pricing.records import cost_event
 
         self._check_open()
         event = cost_event(
@@ -683,7 +683,7 @@ class EventStore:
         after: datetime | None,
         before: datetime | None,
     ) -> list[RecordedEvent]:
-        from .cost_records import matches
+        from .pricing.records import matches
 
         for name, value in (("provider", provider), ("model", model)):
             if value is not None and not isinstance(value, str):
@@ -704,7 +704,7 @@ class EventStore:
         before: datetime | None = None,
     ) -> Decimal:
         """The exact total cost of the matching cost records (filters combine with AND)."""
-        from .cost_records import total
+        from .pricing.records import total
 
         self._check_open()
         return total(await self._cost_events(

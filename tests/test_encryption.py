@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 from eventstore import DuplicateEventError, Event, EventStore, EventStoreError, RecordedEvent
-from eventstore.backends import sqlite as sqlite_backend
 from eventstore.backends.base import KeyRecord
+from eventstore.backends.sqlite import backend as sqlite_backend
 from eventstore.encryption import ERASED, Encryption, generate_master_key
 from eventstore.errors import EncryptionError
 from eventstore.events import USER_FORGOTTEN

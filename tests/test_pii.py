@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from eventstore import EventStore
 from eventstore.events import Event
-from eventstore.pii import DETECTORS, Finding, PIIRedactor
+from eventstore.privacy.pii import DETECTORS, Finding, PIIRedactor
 
 # Secrets are assembled from parts so that secret scanners do not flag this file.
 OPENAI = "sk-" + "proj-" + "abcDEF1234567890abcdEF_ghij-KLMNOP"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from ..errors import EventStoreError
+from ..errors import EventStoreError, MissingDependencyError
 from ..events import COST_RECORDED
 from ..query import MAX_LIMIT
 
@@ -34,9 +34,6 @@ _COST_INTS: Final = ("input_tokens", "output_tokens", "cache_read_tokens", "cach
 _COST_MONEY: Final = ("input_cost", "output_cost", "total_cost")
 _encoder = msgspec.json.Encoder(decimal_format="string")
 
-
-class MissingDependencyError(EventStoreError, ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
 
 
 def _polars() -> Any:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
-from ..errors import EventStoreError
+from ..errors import SnapshotError
 from ..events import RecordedEvent
+from ..pricing.money import ZERO, add_money, parse_money
 
 __all__ = [
     "MALFORMED",
@@ -50,49 +51,6 @@ MALFORMED: tuple[type[Exception], ...] = (
     ArithmeticError,
     AttributeError,
 )
-
-ZERO = Decimal(0)
-
-# Sums are exact up to 100 significant digits whatever decimal context the calling task has
-# set (a display-oriented `getcontext().prec = 6` elsewhere in the app must not make a live
-# projection disagree with a rebuilt one). 28 digits, the default, is too close to
-# "a billion dollars to the 1e-18".
-_SUM_CONTEXT = Context(prec=100)
-add_money = _SUM_CONTEXT.add
-
-# A cost above 1e30 is garbage, and refusing it keeps every sum far from overflow.
-_MAX_ADJUSTED = 30
-
-
-class SnapshotError(EventStoreError, ValueError):
-    """A snapshot blob is corrupt or belongs to another projection or version: rebuild it."""
-
-
-# Several projections read the same cost field of the same event one after the other; a
-# one-entry memo turns the second parse (a third of a microsecond) into a string compare.
-# Decimals are immutable, and the entry is replaced as one tuple, so sharing it is safe.
-_last_money: tuple[str, Decimal] = ("0", ZERO)
-
-
-def parse_money(value: Any) -> Decimal:
-    """A finite Decimal from a cost field (a decimal string; a Decimal is taken as is)."""
-    global _last_money
-    if type(value) is str:
-        last = _last_money
-        if value == last[0]:
-            return last[1]
-        money = Decimal(value)
-    elif type(value) is Decimal:
-        money = value
-    else:
-        # A float would carry binary rounding into money sums; an int is not what the
-        # cost_recorded contract writes either.
-        raise TypeError(f"a cost must be a decimal string, not {type(value).__name__}")
-    if not money.is_finite() or money.adjusted() > _MAX_ADJUSTED:
-        raise ValueError(f"cost {value!r} is not a sensible finite amount")
-    if type(value) is str:
-        _last_money = (value, money)
-    return money
 
 
 def parse_latency(value: Any) -> float:

@@ -19,11 +19,11 @@ from typing import IO, Any, Protocol
 import click
 import msgspec
 
-from .cli_base import Filters, pages, progress_bar
-from .cli_render import iso
-from .errors import EventStoreError
-from .events import RecordedEvent
-from .store import EventStore
+from ..errors import MissingDependencyError
+from ..events import RecordedEvent
+from ..store import EventStore
+from .base import Filters, pages, progress_bar
+from .render import iso
 
 FORMATS = ("jsonl", "csv", "parquet")
 COLUMNS = ("seq", "id", "type", "conversation_id", "user_id", "occurred_at", "recorded_at",
@@ -31,9 +31,6 @@ COLUMNS = ("seq", "id", "type", "conversation_id", "user_id", "occurred_at", "re
 
 _json = msgspec.json.Encoder(decimal_format="string")
 
-
-class MissingExtraError(EventStoreError):
-    """An optional dependency a feature needs is not installed."""
 
 
 class Writer(Protocol):
@@ -93,7 +90,7 @@ def _pyarrow() -> tuple[Any, Any]:
         import pyarrow as pa  # type: ignore[import-untyped]
         import pyarrow.parquet as pq  # type: ignore[import-untyped]
     except ImportError as exc:
-        raise MissingExtraError(
+        raise MissingDependencyError(
             "Parquet export needs pyarrow: pip install 'eventstore[parquet]'"
         ) from exc
     return pa, pq

@@ -5,7 +5,7 @@ whose ``data`` and ``metadata`` no longer hold the personal data it found. The s
 runs its redact hooks before persisting, so only the redacted form is stored and only
 the redacted form reaches subscribers::
 
-    from eventstore.pii import PIIRedactor
+    from eventstore.privacy.pii import PIIRedactor
 
     redactor = PIIRedactor()                              # every detector, "redact" action
     redactor.redact_text("mail jane@example.com")         # 'mail [EMAIL]'
@@ -84,7 +84,7 @@ from typing import Any, Final, Literal, TypeAlias, get_args
 import msgspec
 import phonenumbers
 
-from .events import Event
+from ..events import Event
 
 __all__ = ["ACTIONS", "DETECTORS", "Action", "Finding", "Kind", "PIIRedactor"]
 

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from .sqlite_connection import connect
+from .connection import connect
 
 log = logging.getLogger("eventstore.sqlite")
 

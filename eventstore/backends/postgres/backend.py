@@ -40,12 +40,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from ..clock import from_micros, to_micros, utcnow
-from ..codec import PreparedEvent, decode_recorded
-from ..errors import BackendError, SchemaVersionError
-from ..events import RecordedEvent
-from ..query import Query
-from .base import (
+from ...clock import from_micros, to_micros, utcnow
+from ...codec import PreparedEvent, decode_recorded
+from ...errors import BackendError, SchemaVersionError
+from ...events import RecordedEvent
+from ...query import Query
+from ..base import (
     Checkpoint,
     KeyRecord,
     NewRow,

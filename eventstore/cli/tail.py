@@ -13,9 +13,9 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from .cli_base import Filters
-from .events import RecordedEvent
-from .store import EventStore
+from ..events import RecordedEvent
+from ..store import EventStore
+from .base import Filters
 
 T = TypeVar("T")
 

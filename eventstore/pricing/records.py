@@ -12,9 +12,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .errors import EventStoreError, UnknownModelError
-from .events import COST_RECORDED, Event, RecordedEvent
-from .pricing import GenAIPrices, InvalidUsageError, ModelPrice, PricingProvider, compute_cost
+from ..errors import EventStoreError, InvalidUsageError, UnknownModelError
+from ..events import COST_RECORDED, Event, RecordedEvent
+from .money import ZERO, add_money, parse_money
+from .prices import GenAIPrices, ModelPrice, PricingProvider, compute_cost
 
 
 def _price(pricing: PricingProvider, provider: str, model: str, at: datetime) -> ModelPrice:
@@ -80,9 +81,7 @@ def matches(event: RecordedEvent, provider: str | None, model: str | None) -> bo
 def total(events: Iterable[RecordedEvent]) -> Decimal:
     """The exact sum of `total_cost` (Decimal addition of decimal strings never rounds
     within the default 28 digits for realistic amounts; we still sum in a wide context)."""
-    from .projections.base import add_money
-
-    result = Decimal(0)
+    result = ZERO
     for event in events:
-        result = add_money(result, Decimal(event.data["total_cost"]))
+        result = add_money(result, parse_money(event.data["total_cost"]))
     return result

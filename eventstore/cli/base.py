@@ -21,11 +21,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from .cli_render import iso
-from .clock import utcnow
-from .errors import UnsupportedURLError
-from .events import RecordedEvent
-from .store import EventStore
+from ..clock import utcnow
+from ..errors import UnsupportedURLError
+from ..events import RecordedEvent
+from ..store import EventStore
+from .render import iso
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")

@@ -28,8 +28,12 @@ import msgspec
 from rich.table import Table
 from rich.text import Text
 
-from . import cli_export
-from .cli_base import (
+from ..errors import EventStoreError, InvalidCursorError, InvalidQueryError, UnsupportedURLError
+from ..events import COST_RECORDED, RecordedEvent
+from ..query import MAX_LIMIT
+from ..store import EventStore
+from . import export as cli_export
+from .base import (
     RELATIVE_TIMES,
     Filters,
     emit_json,
@@ -43,8 +47,8 @@ from .cli_base import (
     time_option,
     with_store,
 )
-from .cli_costs import GROUPS, cost_totals, costs_table
-from .cli_render import (
+from .costs import GROUPS, cost_totals, costs_table
+from .render import (
     Transcript,
     add_event_row,
     compact_json,
@@ -53,11 +57,7 @@ from .cli_render import (
     fmt_time,
     iso,
 )
-from .cli_tail import follow
-from .errors import EventStoreError, InvalidCursorError, InvalidQueryError, UnsupportedURLError
-from .events import COST_RECORDED, RecordedEvent
-from .query import MAX_LIMIT
-from .store import EventStore
+from .tail import follow
 
 DEFAULT_URL = "sqlite:///eventstore.db"
 
@@ -264,8 +264,8 @@ async def export_cmd(store: EventStore, *, fmt: str | None, output: str | None,
 @with_store
 async def rebuild_cmd(store: EventStore, *, as_json: bool) -> None:
     """Rebuild the built-in projections from the whole log and summarise them."""
-    from .cli_projections import BuiltIn, print_summary, summary
-    from .signals import rebuild_progress
+    from ..signals import rebuild_progress
+    from .projections import BuiltIn, print_summary, summary
 
     projections = BuiltIn()
     started = time.perf_counter()

@@ -27,12 +27,12 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from ..clock import from_micros, to_micros, utcnow
-from ..codec import PreparedEvent, decode_recorded
-from ..errors import BackendError, SchemaVersionError
-from ..events import RecordedEvent
-from ..query import Query
-from .base import (
+from ...clock import from_micros, to_micros, utcnow
+from ...codec import PreparedEvent, decode_recorded
+from ...errors import BackendError, SchemaVersionError
+from ...events import RecordedEvent
+from ...query import Query
+from ..base import (
     Checkpoint,
     KeyRecord,
     Outcome,
@@ -46,7 +46,7 @@ from .base import (
 )
 from .commit_watcher import INTERVAL as WATCH_INTERVAL
 from .commit_watcher import CommitWatcher
-from .sqlite_connection import connect
+from .connection import connect
 from .wal_checkpointer import WalCheckpointer
 
 SCHEMA_VERSION = 2

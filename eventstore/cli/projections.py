@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .cli_render import fmt_key, fmt_money
-from .projections import (
+from ..projections import (
     ConversationCosts,
     GuardrailViolations,
     LatencyStats,
@@ -19,6 +18,7 @@ from .projections import (
     Projection,
     PromptVersions,
 )
+from .render import fmt_key, fmt_money
 
 
 @dataclass

@@ -1,19 +1,19 @@
 """How the `eventstore` command shows events to a person: one-line summaries, times,
 money, and the conversation transcript. Machine output (JSON, CSV, Parquet) lives in
-cli.py and cli_export.py; nothing here is meant to be parsed back."""
+the command modules; nothing here is meant to be parsed back."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Context, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
 from rich.table import Table
 from rich.text import Text
 
-from .events import (
+from ..events import (
     CONVERSATION_CREATED,
     COST_RECORDED,
     MEMORY_TRIMMED,
@@ -21,11 +21,7 @@ from .events import (
     POLICY_VIOLATION,
     RecordedEvent,
 )
-
-# Money sums never round: 100 significant digits is far beyond any real bill, and a fixed
-# context keeps totals independent of whatever the ambient decimal context is.
-EXACT = Context(prec=100)
-ZERO = Decimal(0)
+from ..pricing.money import EXACT, ZERO, cost_or_none
 
 _json = msgspec.json.Encoder(decimal_format="string")
 
@@ -56,14 +52,8 @@ def fmt_money(amount: Decimal) -> str:
 
 def cost_of(event: RecordedEvent) -> Decimal | None:
     """The total cost of a cost_recorded event, or None if its data is not a cost."""
-    try:
-        value = event.data["total_cost"]
-        if not isinstance(value, str):
-            return None
-        amount = Decimal(value)
-    except (KeyError, TypeError, InvalidOperation):
-        return None
-    return amount if amount.is_finite() else None
+    data = event.data
+    return cost_or_none(data.get("total_cost")) if isinstance(data, dict) else None
 
 
 def fmt_key(value: str | None) -> str:

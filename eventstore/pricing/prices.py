@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import msgspec
 
-from .errors import EventStoreError, UnknownModelError
+from ..errors import InvalidPriceError, InvalidUsageError, UnknownModelError
+from .money import EXACT
 
 if TYPE_CHECKING:
     from genai_prices import types as gp_types
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CostBreakdown",
     "GenAIPrices",
-    "InvalidPriceError",
-    "InvalidUsageError",
     "ModelPrice",
     "PriceTable",
     "PricingProvider",
@@ -41,23 +40,6 @@ __all__ = [
 ]
 
 
-class InvalidPriceError(EventStoreError, ValueError):
-    """A price is not a finite, non-negative Decimal (or an int or decimal string)."""
-
-
-class InvalidUsageError(EventStoreError, ValueError):
-    """Token counts passed to compute_cost are not valid; nothing was computed."""
-
-
-# Multiplications and additions of token counts by prices must never round. With the
-# maximum precision and Inexact trapped, an operation either is exact or raises, so no
-# digit is ever dropped silently (the default context keeps only 28 digits).
-_EXACT: Final = decimal.Context(
-    prec=decimal.MAX_PREC,
-    Emax=decimal.MAX_EMAX,
-    Emin=decimal.MIN_EMIN,
-    traps=[decimal.InvalidOperation, decimal.Inexact, decimal.Overflow],
-)
 
 
 def _to_price(name: str, value: object) -> Decimal:
@@ -142,11 +124,11 @@ class ModelPrice:
         def scale(name: str, value: Decimal | int | str | None) -> Decimal | None:
             if value is None:
                 return None
-            return _to_price(name, value).scaleb(-6, _EXACT)
+            return _to_price(name, value).scaleb(-6, EXACT)
 
         return cls(
-            _to_price("input", input).scaleb(-6, _EXACT),
-            _to_price("output", output).scaleb(-6, _EXACT),
+            _to_price("input", input).scaleb(-6, EXACT),
+            _to_price("output", output).scaleb(-6, EXACT),
             cache_read=scale("cache_read", cache_read),
             cache_write=scale("cache_write", cache_write),
             source=source,
@@ -326,7 +308,7 @@ class GenAIPrices:
             if value is None:
                 return None
             if isinstance(value, Decimal):
-                return value.scaleb(-6, _EXACT)
+                return value.scaleb(-6, EXACT)
             # A TieredPrices: all tokens pay the tier the prompt size falls in, which a
             # per-model price cannot know, so the base tier stands and the source says so.
             start = min(tier.start for tier in value.tiers) if value.tiers else None
@@ -335,7 +317,7 @@ class GenAIPrices:
                 if note not in notes:
                     notes.append(note)
             base: Decimal = value.base
-            return base.scaleb(-6, _EXACT)
+            return base.scaleb(-6, EXACT)
 
         input_price = per_token("input_mtok")
         if input_price is None:
@@ -544,8 +526,8 @@ def compute_cost(
             "input_tokens must include cached tokens (for Anthropic, add "
             "cache_read_input_tokens and cache_creation_input_tokens to input_tokens)"
         )
-    mul = _EXACT.multiply
-    add = _EXACT.add
+    mul = EXACT.multiply
+    add = EXACT.add
     read_price = price.input if price.cache_read is None else price.cache_read
     write_price = price.input if price.cache_write is None else price.cache_write
     input_cost = add(

@@ -13,10 +13,11 @@ from decimal import Decimal
 from rich.table import Table
 from rich.text import Text
 
-from .cli_base import Filters, pages
-from .cli_render import EXACT, ZERO, cost_of, fmt_key, fmt_money
-from .events import RecordedEvent
-from .store import EventStore
+from ..events import RecordedEvent
+from ..pricing.money import EXACT, ZERO
+from ..store import EventStore
+from .base import Filters, pages
+from .render import cost_of, fmt_key, fmt_money
 
 GROUPS = ("user", "model", "provider", "day", "conversation")
 
@@ -75,7 +76,7 @@ async def cost_totals(store: EventStore, f: Filters, by: str, *, provider: str |
     async for page in pages(store, f):
         for event in page:
             data = event.data
-            # As sum_cost filters; not imported from cost_records, which would load the
+            # As sum_cost filters; not imported from pricing.records, which would load the
             # pricing dataset into every run of the command.
             if (provider is not None and data.get("provider") != provider) or (
                 model is not None and data.get("model") != model

@@ -1,0 +1,12 @@
+"""Privacy: what never reaches the disk, and what can be erased from it.
+
+`hooks` runs the redact hooks of the write path (fail closed); `pii` is the ready
+`PIIRedactor`; `encryption` seals personal fields under per-user keys so that
+`forget_user` can erase them from an append-only log (crypto-shredding).
+"""
+
+from .encryption import Encryption, generate_master_key
+from .hooks import RedactHook
+from .pii import PIIRedactor
+
+__all__ = ["Encryption", "PIIRedactor", "RedactHook", "generate_master_key"]
