@@ -29,7 +29,7 @@ def bar_chart(bars: Sequence[tuple[str, Decimal]], *, width: int = 760, height: 
                      f'font-size="13" fill="#666">no priced calls yet</text></svg>')
         return "".join(parts)
     slot = plot_w / len(bars)
-    bar_w = max(slot * 0.7, 1.0)
+    bar_w = min(max(slot * 0.7, 1.0), 48.0)
     every = max(1, len(bars) // 12)  # at most about a dozen axis labels
     for i, (name, amount) in enumerate(bars):
         h = float(amount / peak) * plot_h if amount > 0 else 0.0

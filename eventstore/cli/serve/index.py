@@ -200,6 +200,11 @@ class ViewerIndex(StructProjection[IndexState]):
             return [table[k] for k in sorted(table)]
         return sorted(table.values(), key=lambda r: (-r.cost, r.key or ""))
 
+    def group_count(self, by: str) -> int:
+        """How many groups the rollup by `by` has."""
+        table: dict[str, CostRollup] = getattr(self._state, f"by_{by}")
+        return len(table)
+
     @property
     def total(self) -> CostRollup:
         return self._state.total

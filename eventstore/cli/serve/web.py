@@ -263,23 +263,30 @@ async def event_view(request: Request) -> dict[str, Any]:
                                                  indent=2).decode()}
 
 
-def _rollups(index: ViewerIndex, by: str) -> list[dict[str, Any]]:
+def _rollups(index: ViewerIndex, by: str, limit: int) -> list[dict[str, Any]]:
+    rows = index.costs(by)
+    # Days: the latest `limit` in calendar order; the rest: the `limit` costliest.
+    rows = rows[-limit:] if by == "day" else rows[:limit]
     return [{"key": r.key, "calls": r.calls, "unpriced_calls": r.unpriced_calls,
              "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "cost": r.cost}
-            for r in index.costs(by)]
+            for r in rows]
 
 
 async def costs_view(request: Request) -> dict[str, Any]:
+    """Totals and rollups (the `limit` costliest groups of each, default 50, and the
+    latest `limit` days), from the index: no scan of the log."""
     index = viewer(request).index
-    days = index.costs("day")
+    limit = _limit(request, 50)
     total = index.total
+    by_day = _rollups(index, "day", limit)
     return {
         "total": {"calls": total.calls, "unpriced_calls": total.unpriced_calls,
                   "input_tokens": total.input_tokens, "output_tokens": total.output_tokens,
                   "cost": total.cost},
-        "by_day": _rollups(index, "day"), "by_model": _rollups(index, "model"),
-        "by_user": _rollups(index, "user"), "by_tag": _rollups(index, "tag"),
-        "chart": bar_chart([(r.key or "", r.cost) for r in days[-60:]]),
+        "groups": {by: index.group_count(by) for by in ("day", "model", "user", "tag")},
+        "by_day": by_day, "by_model": _rollups(index, "model", limit),
+        "by_user": _rollups(index, "user", limit), "by_tag": _rollups(index, "tag", limit),
+        "chart": bar_chart([(r["key"] or "", r["cost"]) for r in by_day]),
     }
 
 
@@ -426,6 +433,10 @@ async def home(request: Request) -> Response:
     return RedirectResponse("/conversations", 303)
 
 
+async def favicon(request: Request) -> Response:
+    return RedirectResponse("/static/favicon.svg", 308)
+
+
 class LateMount:
     """An app mounted at a path whose real handler is made once the store is open (an
     OTLP receiver needs the store); 404 until then or when there is none."""
@@ -472,6 +483,7 @@ def build_app(open_store: Opener, token: str, *, otlp: Receiver | None = None,
 
     routes = [
         Route("/", home),
+        Route("/favicon.ico", favicon),
         Route("/conversations", page(conversations_view, "conversations.html")),
         Route("/conversations/{conversation_id:path}",
               page(conversation_view, "conversation.html")),
