@@ -460,3 +460,28 @@ def test_the_serve_command_prints_its_url_and_guards_it(log: Log, tmp_path: Path
                              capture_output=True, text=True, timeout=TIMEOUT)
     assert missing.returncode == 1
     assert missing.stderr.startswith("error: no eventstore database")
+
+
+def test_a_recorded_llm_call_and_its_cost_record_are_one_call(tmp_path: Path) -> None:
+    """record_llm_call writes an llm_call and, when priced, a cost_recorded carrying the
+    call's id: the viewer counts and shows that as one call, with its cost."""
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    call = Event(type="llm_call", conversation_id="k", user_id="u",
+                 data={"provider": "openai", "model": "gpt-4o", "input_tokens": 100,
+                       "output_tokens": 20, "latency_ms": 250.0, "priced": True})
+    cost = Event(type="cost_recorded", conversation_id="k", user_id="u",
+                 data={"provider": "openai", "model": "gpt-4o", "input_tokens": 100,
+                       "output_tokens": 20, "cache_read_tokens": 0, "cache_write_tokens": 0,
+                       "input_cost": "0.00025", "output_cost": "0.0002",
+                       "total_cost": "0.00045", "price_source": "genai-prices",
+                       "call_id": call.id})
+    asyncio.run(append(url, call, cost))
+    with TestClient(build_app(lambda: EventStore.open(url), TOKEN)) as client:
+        (row,) = api(client, "/api/conversations")["conversations"]
+        assert (row["calls"], row["unpriced_calls"], Decimal(row["cost"])) == (
+            1, 0, Decimal("0.00045"))
+        costs = api(client, "/api/costs")["total"]
+        assert (costs["calls"], costs["unpriced_calls"]) == (1, 0)
+        body = get(client, "/conversations/k").text
+        assert body.count('<div class="call"') == 1
+        assert '<span class="cost">$0.00045</span>' in body and "250 ms" in body

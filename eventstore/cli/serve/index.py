@@ -26,9 +26,21 @@ from ...projections.base import MALFORMED, ZERO, State, StructProjection, add_mo
 from ...projections.base import utc_day as _utc_day
 
 ALERTS = frozenset({POLICY_VIOLATION, "budget_exceeded", "budget_warning"})
-# Model calls: record_cost's events and record_llm_call's. A call without a total_cost is
-# unpriced: counted, never summed as $0.
-CALL_TYPES = frozenset({COST_RECORDED, "llm_call"})
+# Model calls: record_cost's events and record_llm_call's. record_llm_call writes an
+# `llm_call` and, when it has a price, a `cost_recorded` too (with the call's id): each call
+# counts once, priced through its cost_recorded, or as an unpriced llm_call (never $0).
+LLM_CALL = "llm_call"
+CALL_TYPES = frozenset({COST_RECORDED, LLM_CALL})
+
+
+def counted_call(event: RecordedEvent) -> bool:
+    """Whether the event is the one that counts a model call in the cost rollups."""
+    data = event.data
+    if not isinstance(data.get("model"), str):
+        return False
+    if event.type == COST_RECORDED:
+        return True
+    return event.type == LLM_CALL and not data.get("priced")
 
 
 def call_usage(data: dict[str, Any]) -> dict[str, Any]:
@@ -108,8 +120,8 @@ class ViewerIndex(StructProjection[IndexState]):
         data = event.data if isinstance(event.data, dict) else {}
         tags = _tags(event)
         cost: Decimal | None = None
-        is_call = event.type in CALL_TYPES and isinstance(data.get("model"), str)
-        if is_call and data.get("total_cost") is not None:
+        is_call = event.type in CALL_TYPES and counted_call(event)
+        if is_call and event.type == COST_RECORDED and data.get("total_cost") is not None:
             try:
                 cost = parse_money(data["total_cost"])
             except MALFORMED:

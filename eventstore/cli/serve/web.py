@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...errors import InvalidCursorError, InvalidQueryError
 from ...events import (
+    COST_RECORDED,
     MEMORY_TRIMMED,
     MESSAGE_SENT,
     POLICY_VIOLATION,
@@ -46,7 +47,7 @@ from ..render import compact_json, cost_of, describe, fmt_money, fmt_ms, fmt_tim
 from ..subscriptions import subscription_rows
 from .access import TokenGate
 from .charts import bar_chart
-from .index import ALERTS, CALL_TYPES, ConversationRow, ViewerIndex, call_usage
+from .index import ALERTS, CALL_TYPES, LLM_CALL, ConversationRow, ViewerIndex, call_usage
 
 HERE = Path(__file__).parent
 MAX_PAGE = 500
@@ -224,6 +225,25 @@ def entry(event: RecordedEvent) -> dict[str, Any]:
     return {**base, "kind": "event", "text": f"{event.type} {describe(event)}"}
 
 
+def entries(events: list[RecordedEvent]) -> list[dict[str, Any]]:
+    """The transcript's entries. The cost_recorded that record_llm_call writes beside its
+    llm_call joins that call's card instead of showing as a second call."""
+    out: list[dict[str, Any]] = []
+    calls: dict[str, dict[str, Any]] = {}
+    for event in events:
+        call_id = event.data.get("call_id") if isinstance(event.data, dict) else None
+        if event.type == COST_RECORDED and isinstance(call_id, str) and call_id in calls:
+            card = calls[call_id]["call"]
+            cost = cost_of(event)
+            card["cost"] = fmt_money(cost) if cost is not None else None
+            continue
+        item = entry(event)
+        if event.type == LLM_CALL:
+            calls[event.id] = item
+        out.append(item)
+    return out
+
+
 async def conversation_view(request: Request) -> dict[str, Any]:
     v = viewer(request)
     cid: str = request.path_params["conversation_id"]
@@ -236,7 +256,7 @@ async def conversation_view(request: Request) -> dict[str, Any]:
     return {
         "conversation": _conversation_json(row),
         "events": page.events,
-        "entries": [entry(e) for e in page.events],
+        "entries": entries(page.events),
         "next_cursor": page.next_cursor,
         "next_link": _link(f"/conversations/{cid}", {"limit": _text(request, "limit"),
                                                       "cursor": page.next_cursor})
