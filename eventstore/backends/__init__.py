@@ -12,6 +12,7 @@ from .base import Backend, Checkpoint
 __all__ = ["Backend", "Checkpoint", "backend_for_url"]
 
 SQLITE_URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "create", "watch_interval"})
+JSONL_URL_OPTIONS = frozenset({"synchronous", "lock_timeout", "create", "watch_interval"})
 # eventstore's own options in a postgresql:// query string; the rest go to asyncpg.
 POSTGRES_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "schema": str, "pool_size": int, "min_pool_size": int, "command_timeout": float,
@@ -24,8 +25,9 @@ def backend_for_url(url: str, **options: Any) -> Backend:
 
     `memory://` (private) or `memory://name` (shared in-process), `sqlite:///relative.db`,
     `sqlite:////absolute.db` (options synchronous, busy_timeout, create, watch_interval),
-    `postgresql://user@host:port/db` (options schema, pool_size, min_pool_size,
-    command_timeout, connect_timeout; others go to asyncpg).
+    `jsonl:///relative/dir`, `jsonl:////absolute/dir` (options synchronous, lock_timeout,
+    create, watch_interval), `postgresql://user@host:port/db` (options schema, pool_size,
+    min_pool_size, command_timeout, connect_timeout; others go to asyncpg).
     """
     if not isinstance(url, str):
         raise UnsupportedURLError(f"store URL must be a string, got {type(url).__name__}")
@@ -56,6 +58,27 @@ def backend_for_url(url: str, **options: Any) -> Backend:
             return SQLiteBackend(path, **params, **options)
         except (TypeError, ValueError) as exc:
             raise UnsupportedURLError(f"bad SQLite URL option in {url!r}: {exc}") from exc
+    if scheme == "jsonl":
+        from .jsonl import JsonlBackend
+
+        parts = urlsplit(url)
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if parts.netloc or not path:
+            raise UnsupportedURLError(
+                f"jsonl URL {url!r} has no directory; use jsonl:///relative/dir or "
+                "jsonl:////absolute/dir"
+            )
+        given: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = set(given) - JSONL_URL_OPTIONS
+        if unknown:
+            raise UnsupportedURLError(
+                f"unknown jsonl URL option(s) {', '.join(sorted(unknown))}; known: "
+                f"{', '.join(sorted(JSONL_URL_OPTIONS))}"
+            )
+        try:
+            return JsonlBackend(path, **given, **options)
+        except (TypeError, ValueError) as exc:
+            raise UnsupportedURLError(f"bad jsonl URL option in {url!r}: {exc}") from exc
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresBackend
@@ -73,6 +96,6 @@ def backend_for_url(url: str, **options: Any) -> Backend:
         except (TypeError, ValueError) as exc:
             raise UnsupportedURLError(f"bad PostgreSQL URL option in {url!r}: {exc}") from exc
     raise UnsupportedURLError(
-        f"unknown store URL {url!r}; use memory://, sqlite:///path.db or "
+        f"unknown store URL {url!r}; use memory://, sqlite:///path.db, jsonl:///dir or "
         "postgresql://user@host:port/db"
     )
