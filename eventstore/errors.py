@@ -55,6 +55,19 @@ class SubscriptionError(EventStoreError):
     """A subscription could not be created or resumed."""
 
 
+class HandlerTimeoutError(SubscriptionError, TimeoutError):
+    """A subscription handler did not finish within its `handler_timeout`; the call was
+    cancelled and counts as a failed attempt."""
+
+
+class CatchUpTimeoutError(SubscriptionError, TimeoutError):
+    """`Subscription.caught_up()` timed out before the subscription reached the head."""
+
+
+class InvalidOptionError(EventStoreError, ValueError):
+    """An option given to EventStore.open() or subscribe() is not valid."""
+
+
 class UnknownModelError(EventStoreError, LookupError):
     """No price is known for a provider/model pair; nothing was recorded."""
 
@@ -66,6 +79,15 @@ class UnknownModelError(EventStoreError, LookupError):
             "pricing=PriceTable({...}) with your own per-token prices, or check the spelling"
         )
         super().__init__(f"{hint} ({detail})" if detail else hint)
+
+
+class InvalidCallError(EventStoreError, ValueError):
+    """A model call passed to record_llm_call is malformed; nothing was recorded."""
+
+
+class MissingMessageError(EventStoreError, LookupError):
+    """A recorded call references a message or an earlier call the log does not hold
+    among the events read (read the whole conversation to rebuild its calls)."""
 
 
 class EncryptionError(EventStoreError):

@@ -14,9 +14,11 @@ guardian and every subscription run in it, and closing the store stops them all.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -26,12 +28,14 @@ from anyio.abc import TaskGroup
 from . import signals
 from .backends import backend_for_url
 from .backends.base import Backend
+from .calls import CallRecorder, LLMCall, Metrics, compute_metrics, read_calls
 from .codec import PreparedEvent
 from .cursor import CursorCodec
 from .errors import (
     DuplicateEventError,
     EventStoreError,
     InvalidEventError,
+    InvalidOptionError,
     StoreClosedError,
     SubscriptionError,
 )
@@ -47,11 +51,12 @@ from .projections import runner
 from .query import build_query, check_seq
 from .reads import READ_BATCH, LogReader, Page
 from .scope import ConversationScope
-from .subscriptions import Guardian, Handler, Subscription
+from .subscription_host import StoreHost
+from .subscriptions import Guardian, Handler, Registry, Subscription
+from .subscriptions.subscription import DEFAULT_HANDLER_TIMEOUT
 from .writer import GroupCommitWriter
 
 if TYPE_CHECKING:
-    from decimal import Decimal
     from pathlib import Path
 
     from .pricing import PricingProvider
@@ -65,6 +70,11 @@ __all__ = ["EventStore", "Page"]
 log = logging.getLogger("eventstore")
 
 DEFAULT_PAGE = 100
+
+# Set in the store's own tasks (writer, pump, guardian, subscriptions and what they start):
+# close() called from there must not wait for those tasks to end.
+_INSIDE: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "eventstore_inside", default=None)
 
 
 class EventStore:
@@ -88,6 +98,7 @@ class EventStore:
         pricing: PricingProvider | None = None,
         encryption: Encryption | None = None,
         url: str | None = None,
+        receiver_timeout: float | None = signals.DEFAULT_RECEIVER_TIMEOUT,
         signing_key: SigningKeyInput | None = None,
         origin: str | None = None,
         checkpoint_dir: CheckpointSink | None = None,
@@ -96,20 +107,27 @@ class EventStore:
     ) -> None:
         self.backend = backend
         self.url = url
-        self.dispatcher = signals.Dispatcher()
+        self.dispatcher = signals.Dispatcher(timeout=receiver_timeout)
         self.encryption = encryption
         self.pipeline = WritePipeline(backend, redact, encryption)
         self._cursor_secret = cursor_secret
         self._reader = LogReader(backend, self.pipeline)
         self._ledger = CostLedger(self._reader, self.append, pricing)
+        self._calls = CallRecorder(self._reader, self.append_many, lambda: self._ledger.pricing)
         self._writer = GroupCommitWriter(backend, self._after_commit, max_group=max_group)
         self._runner: asyncio.Task[None] | None = None
         self._task_group: TaskGroup | None = None
         self._stop = asyncio.Event()
         self._writer_done = asyncio.Event()
         self._open = False
-        self._subscriptions: list[Subscription] = []
-        self.guardian = Guardian(self, interval=guardian_interval)
+        self._closing: asyncio.Task[None] | None = None
+        self._host = StoreHost(self, dispatcher=self.dispatcher, backend=backend,
+                               writer=self._writer, reader=self._reader,
+                               pipeline=self.pipeline, spawn=self.spawn)
+        self.dispatcher.reveal_live = self.pipeline.reveal_live
+        self._registry = Registry(self._host)
+        self.guardian = Guardian(self._host, self._registry, interval=guardian_interval,
+                                 check_listener=getattr(backend, "check_listener", None))
         self._auditor = Auditor(url=url, origin=origin, signing_key=signing_key,
                                 checkpoint_dir=checkpoint_dir,
                                 checkpoint_every=checkpoint_every,
@@ -142,6 +160,8 @@ class EventStore:
           gets a checkpoint every `checkpoint_every` events (1000) or
           `checkpoint_interval` seconds (60), and at close; keep it where the database's
           owner cannot rewrite it (see eventstore.integrity.auditor).
+        - `receiver_timeout`: seconds an async signal receiver may take per delivery
+          before it is abandoned (default 30; None: no limit).
 
         Backend options (also accepted in the URL's query string):
         - SQLite: `synchronous` ("normal" or "full"), `busy_timeout` (ms), `create`
@@ -152,8 +172,9 @@ class EventStore:
         """
         store_options = {k: options.pop(k) for k in
                          ("cursor_secret", "max_group", "guardian_interval", "pricing",
-                          "encryption", "signing_key", "origin", "checkpoint_dir",
-                          "checkpoint_every", "checkpoint_interval") if k in options}
+                          "encryption", "receiver_timeout", "signing_key", "origin",
+                          "checkpoint_dir", "checkpoint_every", "checkpoint_interval")
+                         if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
 
@@ -178,6 +199,7 @@ class EventStore:
             if not started.is_set():
                 waiter.cancel()
                 await self._runner  # re-raises what stopped it
+            self._registry.start()
         except BaseException:
             await self.backend.close()
             raise
@@ -185,18 +207,20 @@ class EventStore:
         listen = getattr(self.backend, "listen", None)
         if listen is not None:  # other processes' commits wake our subscriptions
             try:
-                await listen(self._on_remote_head)
+                await listen(self._registry.note_head)
             except BaseException:
                 await self.close()
                 raise
         return self
 
     async def _run(self, started: asyncio.Event) -> None:
+        _INSIDE.set(id(self))
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             tg.start_soon(self._run_writer)
             tg.start_soon(self.dispatcher.pump)
             tg.start_soon(self.guardian.run)
+            tg.start_soon(self._registry.run)
             if self._auditor.sink is not None:
                 tg.start_soon(self._auditor.run)
             started.set()
@@ -213,14 +237,44 @@ class EventStore:
         """Run a background task in the store's task group (stopped when the store closes)."""
         if self._task_group is None:
             raise StoreClosedError("the store is not open")
-        self._task_group.start_soon(func, *args, name=name)
+        self._task_group.start_soon(self._inside, func, args, name=name)
+
+    async def _inside(self, func: Any, args: tuple[Any, ...]) -> None:
+        # A task started here copies the context of whoever called spawn(), not the
+        # runner's: mark it as one of ours.
+        _INSIDE.set(id(self))
+        await func(*args)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the store runs on (its writer and connections live there)."""
+        if self._runner is None:
+            raise StoreClosedError("the store was never opened")
+        return self._runner.get_loop()
 
     async def close(self) -> None:
-        """Stop subscriptions and the guardian, commit what is queued, release the backend."""
-        if not self._open:
+        """Stop subscriptions and the guardian, commit what is queued, release the backend.
+
+        Called from inside a subscription handler or a signal receiver of this store, it
+        starts the close and returns at once: the close waits for those very tasks.
+        """
+        if self._closing is None:
+            if not self._open:
+                return
+            self._closing = asyncio.create_task(self._close(), name="eventstore-close")
+        if _INSIDE.get() == id(self):
             return
-        for subscription in list(self._subscriptions):
-            await subscription.stop()
+        # Shielded: a caller cancelled meanwhile leaves the close to finish on its own.
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        try:
+            await self._shut_down()
+        finally:
+            self._closing = None
+
+    async def _shut_down(self) -> None:
+        await self._registry.stop_all()
         self._open = False
         self._writer.close()
         await self._writer_done.wait()
@@ -233,9 +287,10 @@ class EventStore:
         if self._runner is not None:
             await self._runner
         self.dispatcher.discard()
+        self._registry.disconnect()
         unlisten = getattr(self.backend, "unlisten", None)
         if unlisten is not None:  # a shared in-process log outlives this store
-            unlisten(self._on_remote_head)
+            unlisten(self._registry.note_head)
         await self.backend.close()
 
     async def __aenter__(self) -> Self:
@@ -300,12 +355,8 @@ class EventStore:
                 "forget_user() needs a store opened with encryption=Encryption(...): without "
                 "it personal fields are stored in plaintext and cannot be erased"
             )
+        # live deliveries from now on show what the log shows (WritePipeline.reveal_live)
         await self.encryption.forget(user_id)
-        erase = self.encryption.erase
-        for subscription in self._subscriptions:  # live events queued before the forget
-            queued = list(subscription._queue)
-            subscription._queue.clear()
-            subscription._queue.extend(erase(e) if e.user_id == user_id else e for e in queued)
         return await self.append(
             Event(type=USER_FORGOTTEN, user_id=user_id, data={"user_id": user_id})
         )
@@ -341,10 +392,10 @@ class EventStore:
         """
         return ConversationScope(conversation_id, user_id, **metadata)
 
-    def _after_commit(self, committed: list[RecordedEvent]) -> None:
+    async def _after_commit(self, committed: list[RecordedEvent]) -> None:
         self._auditor.committed(len(committed))
         send = self.dispatcher.send
-        for event in committed:
+        for event in await self.pipeline.reveal_live(committed):
             send(signals.event_appended, self, event=event)
 
     # --- reads -------------------------------------------------------------------------
@@ -420,16 +471,8 @@ class EventStore:
 
     @property
     def subscriptions(self) -> list[Subscription]:
-        """The subscriptions running in this store."""
-        return list(self._subscriptions)
-
-    def _forget(self, subscription: Subscription) -> None:
-        if subscription in self._subscriptions:
-            self._subscriptions.remove(subscription)
-
-    def _on_remote_head(self, head: int) -> None:
-        for subscription in self._subscriptions:
-            subscription.note_head(head)
+        """The subscriptions running in this store (failed ones too, until stopped)."""
+        return self._registry.subscriptions
 
     @instrumented("subscribe")
     async def subscribe(
@@ -447,12 +490,18 @@ class EventStore:
         queue_size: int = 10_000,
         checkpoint_every: int = 100,
         checkpoint_interval: float = 1.0,
+        handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
     ) -> Subscription:
         """Call `handler(event)` for every matching event, in seq order, at least once.
 
         With a `name` the subscription is durable: it resumes after its stored checkpoint
         (ignoring `from_seq`), in this process or another. Without one it starts at
         `from_seq` (default: the beginning of the log) and keeps no checkpoint.
+        A handler call that takes longer than `handler_timeout` seconds (None: no limit)
+        is cancelled and counts as a failed attempt, as does anything it raises; after
+        `max_attempts` the subscription is marked failed. Use it as
+        `async with await store.subscribe(...) as sub:` to stop it on the way out, and
+        `await sub.caught_up()` to wait until it has handled everything committed so far.
         """
         self._check_open()
         if not callable(handler):
@@ -461,33 +510,25 @@ class EventStore:
             raise SubscriptionError("a subscription name must be a non-empty string")
         if max_attempts < 1 or queue_size < 1 or checkpoint_every < 1:
             raise SubscriptionError("max_attempts, queue_size and checkpoint_every must be >= 1")
+        if handler_timeout is not None and (isinstance(handler_timeout, bool) or not (
+                isinstance(handler_timeout, int | float) and handler_timeout > 0)):
+            raise InvalidOptionError(
+                f"handler_timeout must be a positive number of seconds or None, not "
+                f"{handler_timeout!r}")
         check_seq("from_seq", from_seq)
         query = build_query(type=types, conversation_id=conversation_id, user_id=user_id)
-        self._check_name_free(name)
+        self._registry.check_name_free(name)
         position = max(from_seq - 1, 0)
         if name is not None:
             checkpoint = await self.backend.load_checkpoint(name)
             if checkpoint is not None:
                 position = checkpoint.position
-        return self._launch(Subscription(
-            self, handler, name=name, query=query, position=position,
+        return self._registry.launch(Subscription(
+            self._host, self._registry, handler, name=name, query=query, position=position,
             max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff,
             queue_size=queue_size, checkpoint_every=checkpoint_every,
-            checkpoint_interval=checkpoint_interval,
+            checkpoint_interval=checkpoint_interval, handler_timeout=handler_timeout,
         ))
-
-    def _check_name_free(self, name: str | None) -> None:
-        if name is not None and any(s.name == name for s in self._subscriptions):
-            raise SubscriptionError(
-                f"a subscription named {name!r} is already running in this store; stop it "
-                "first or pick another name"
-            )
-
-    def _launch(self, subscription: Subscription) -> Subscription:
-        self._subscriptions.append(subscription)
-        subscription.connect()
-        subscription.start()
-        return subscription
 
     # --- projections -------------------------------------------------------------------
 
@@ -527,11 +568,12 @@ class EventStore:
         """
         self._check_open()
         key = name or f"projection:{projection.name}"
-        self._check_name_free(key)
+        self._registry.check_name_free(key)
         position = await runner.resume(projection, self.backend, key)
         types = runner.types_of(projection)
-        return self._launch(Subscription(
-            self, projection.apply_event, name=key, query=types, position=position,
+        return self._registry.launch(Subscription(
+            self._host, self._registry, projection.apply_event, name=key, query=types,
+            position=position,
             max_attempts=max_attempts, checkpoint_every=snapshot_every,
             checkpoint_interval=snapshot_interval, snapshot=projection.snapshot,
         ))
@@ -559,15 +601,18 @@ class EventStore:
         metadata: dict[str, Any] | None = None,
         pricing: PricingProvider | None = None,
         occurred_at: datetime | None = None,
+        cost: Decimal | None = None,
     ) -> RecordedEvent:
         """Price an LLM call and append it as a `cost_recorded` event.
 
         `input_tokens` is the whole input, cached tokens included (OpenTelemetry's
         convention; for Anthropic add cache_read and cache_creation input tokens). An
         unknown model raises UnknownModelError and records nothing: never a $0 row.
+        `cost=Decimal(...)` records a cost the provider reported instead of pricing the
+        tokens (`price_source` "provider"). For whole calls use `record_llm_call`.
         """
         return await self._costs.record_cost(
-            pricing=pricing, occurred_at=occurred_at, conversation_id=conversation_id,
+            pricing=pricing, occurred_at=occurred_at, cost=cost, conversation_id=conversation_id,
             user_id=user_id, provider=provider, model=model, input_tokens=input_tokens,
             output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
             cache_write_tokens=cache_write_tokens, latency_ms=latency_ms, metadata=metadata,
@@ -584,7 +629,9 @@ class EventStore:
         after: datetime | None = None,
         before: datetime | None = None,
     ) -> Decimal:
-        """The exact total cost of the matching cost records (filters combine with AND)."""
+        """The exact total cost of the matching cost records (filters combine with AND;
+        `after` / `before` bound the calls' time, occurred_at). Unpriced calls are not in
+        it: `metrics().unpriced_calls` counts them."""
         query = build_query(conversation_id=conversation_id, user_id=user_id,
                             after=after, before=before)
         return await self._costs.sum_cost(query, provider, model)
@@ -604,6 +651,93 @@ class EventStore:
         query = build_query(conversation_id=conversation_id, user_id=user_id,
                             after=after, before=before)
         return await self._costs.cost_records(query, provider, model)
+
+    # --- model calls -------------------------------------------------------------------
+
+    @instrumented("record_llm_call")
+    async def record_llm_call(
+        self,
+        *,
+        provider: str,
+        model: str | None,
+        request: Mapping[str, Any],
+        response: Mapping[str, Any] | None,
+        latency_ms: float | None,
+        error: BaseException | Mapping[str, Any] | None = None,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        occurred_at: datetime | None = None,
+        api: str | None = None,
+        stream: bool = False,
+        time_to_first_token_ms: float | None = None,
+        attempts: int | None = None,
+        price_context: Mapping[str, str] | None = None,
+        incomplete: bool = False,
+        record_messages: bool = True,
+    ) -> RecordedEvent:
+        """Record one model call whole and priced; returns its `llm_call` event, whose id
+        is the call id (what `feedback(call_id=...)` takes).
+
+        `request` / `response` are the provider's request and response bodies as dicts
+        (SDK objects are dumped as the API writes them); `error` is None, an exception or
+        a dict with `type`, `message` and optionally `status_code`, `request_id`. Each
+        message is stored once per conversation and referenced by later calls; the cost
+        is genai-prices' for the whole usage and price context on the call's date, and a
+        call with no known price is recorded *unpriced* with all its usage.
+
+        `api` names the flavour (chat, responses, messages, gemini; detected from the
+        bodies when None); `stream`, `time_to_first_token_ms`, `attempts` (HTTP tries,
+        retries included) and `incomplete` (a stream cut short) describe the call;
+        `price_context` adds genai-prices price-variant keys (e.g. {"processing":
+        "batch"}) to those read from the bodies (the service tier served);
+        `record_messages=False` keeps messages and reply content out of the log. A
+        malformed call raises InvalidCallError and writes nothing.
+        """
+        self._check_open()
+        return await self._calls.record(
+            provider=provider, model=model, request=request, response=response,
+            latency_ms=latency_ms, error=error, conversation_id=conversation_id,
+            user_id=user_id, metadata=metadata, occurred_at=occurred_at, api=api,
+            stream=stream, time_to_first_token_ms=time_to_first_token_ms, attempts=attempts,
+            price_context=price_context, incomplete=incomplete,
+            record_messages=record_messages)
+
+    @instrumented("calls")
+    async def calls(
+        self,
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> list[LLMCall]:
+        """The recorded model calls, in order, each with the exact request that was sent
+        (rebuilt from the messages it references) and what came back."""
+        reader = self._check_open()
+        query = build_query(conversation_id=conversation_id, user_id=user_id,
+                            after=after, before=before)
+        return await read_calls(reader, query)
+
+    @instrumented("metrics")
+    async def metrics(
+        self,
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        tag: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> Metrics:
+        """Calls, errors, exact total cost, unpriced calls, tokens by kind and latency
+        (average, nearest-rank p50 / p95) of the matching model calls; `after` / `before`
+        bound the calls' time (occurred_at), `tag` matches `metadata["tags"]`."""
+        reader = self._check_open()
+        query = build_query(conversation_id=conversation_id, user_id=user_id,
+                            after=after, before=before)
+        return await compute_metrics(reader, query, provider=provider, model=model, tag=tag)
 
     # --- integrity (see eventstore.integrity) ------------------------------------------
 

@@ -20,7 +20,7 @@ import pytest
 from eventstore import BackendError, Event, EventStore, RecordedEvent, SchemaVersionError
 from eventstore.backends.postgres import SCHEMA_VERSION, PostgresBackend
 from eventstore.clock import to_micros
-from eventstore.codec import digest_of, encode_event, seal, stamp
+from eventstore.codec import digest_of, encode_event, place, stamp
 from eventstore.integrity.leaf import leaf_bytes
 from eventstore.integrity.merkle import leaf_hash
 from eventstore.query import build_query
@@ -252,7 +252,7 @@ async def test_a_reader_never_sees_a_later_seq_while_an_earlier_one_is_uncommitt
             now = datetime.now(UTC)
             # What an eventstore process writes: the row with its leaf hash, and the head.
             micros, occurred = to_micros(now), to_micros(held.occurred_at)
-            body = seal(encode_event(held), head + 1, stamp(now))
+            body = place(encode_event(held), head + 1, stamp(now))
             leaf = leaf_hash(leaf_bytes(head + 1, held.id, held.type, held.conversation_id,
                                         held.user_id, occurred, micros, body))
             await other.execute(
