@@ -36,6 +36,7 @@ from eventstore.integrity import (
     parse_checkpoint,
     verify_consistency,
 )
+from eventstore.integrity.conformance import check_tree
 from eventstore.integrity.merkle import mth
 
 from .conftest import PG_URL, StoreFactory, drop_pg_schema, require_pg
@@ -102,6 +103,14 @@ async def test_heads_and_proofs_agree_with_the_rfc_over_what_is_stored(
             assert (cp.origin, cp.size, cp.root) == (store.origin, n, head.root)
             report = await store.verify()
             assert report.ok and report.size == n and report.first_bad_seq is None
+
+
+async def test_every_backend_passes_the_tree_conformance_case(
+    tree_store: StoreFactory,
+) -> None:
+    with anyio.fail_after(60):
+        async with tree_store() as store:
+            await check_tree(store)
 
 
 async def test_a_reopened_store_extends_the_same_tree(tree_store: StoreFactory) -> None:
