@@ -255,6 +255,9 @@ async def test_a_backend_without_a_tree_says_so(tmp_path: Path) -> None:
     async with EventStore(Bare(MemoryBackend())) as store:  # type: ignore[arg-type]
         with pytest.raises(IntegrityError, match="keeps no Merkle tree"):
             await store.tree_head()
+    with pytest.raises(IntegrityError, match="checkpoint_dir= needs a backend"):
+        await EventStore(Bare(MemoryBackend()),  # type: ignore[arg-type]
+                         checkpoint_dir=tmp_path).start()
 
 
 # --- tampering through the database itself ---------------------------------------------

@@ -103,6 +103,10 @@ class Auditor:
         """Bind to the opened backend: resolve the origin and build the service."""
         if not isinstance(backend, TreeStore):
             self._service = None
+            if self.sink is not None:
+                raise IntegrityError(
+                    f"checkpoint_dir= needs a backend that keeps a Merkle tree; "
+                    f"{type(backend).__name__} does not")
             return
         origin = self._origin
         if origin is None and hasattr(backend, "set_meta_if_absent"):
