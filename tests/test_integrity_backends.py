@@ -39,7 +39,7 @@ from eventstore.integrity import (
 from eventstore.integrity.conformance import check_tree
 from eventstore.integrity.merkle import mth
 
-from .conftest import PG_URL, StoreFactory, drop_pg_schema, require_pg
+from .conftest import PG_URL, StoreFactory, drop_pg_schema, require_pg, wait_for
 
 KILL_WRITER = Path(__file__).parent / "kill_writer.py"
 GROUPS = (1, 3, 16, 1, 17, 40, 2, 31)  # crosses the stored levels' boundaries
@@ -182,12 +182,9 @@ async def test_checkpoints_go_to_a_directory_every_n_events_and_at_close(
     tmp_path: Path,
 ) -> None:
     seen: list[tuple[int, Path | None]] = []
-    got_two = asyncio.Event()
 
     def written(sender: Any, checkpoint: str, size: int, path: Path | None) -> None:
         seen.append((size, path))
-        if len(seen) >= 2:
-            got_two.set()
 
     folder = tmp_path / "auditor"
     key = Ed25519PrivateKey.generate()
@@ -199,14 +196,16 @@ async def test_checkpoints_go_to_a_directory_every_n_events_and_at_close(
         with anyio.fail_after(30):
             async with store:
                 await store.append_many([ev(i) for i in range(10)])
+                await wait_for(lambda: [s for s, _ in seen] == [10], within=20)
                 await store.append_many([ev(i) for i in range(10, 25)])
-                await got_two.wait()
+                await wait_for(lambda: [s for s, _ in seen] == [10, 25], within=20)
                 await store.append_many([ev(i) for i in range(25, 28)])
                 vkey = store.verifier_key
             assert vkey is not None
             files = sorted(folder.iterdir())
             assert [p.name for p in files][-1] == "checkpoint-000000000028.txt"  # at close
-            assert [s for s, _ in seen][-1] == 28
+            assert [s for s, _ in seen] == [10, 25, 28]
+            assert [p.name for p in files] == [path.name for _, path in seen if path]
             async with EventStore.open(f"sqlite:///{tmp_path / 'a.db'}", signing_key=key,
                                        origin="audit.example/cp") as reader:
                 for path in files:

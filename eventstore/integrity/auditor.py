@@ -95,7 +95,7 @@ class Auditor:
         self._service: Integrity | None = None
         self._pending = 0
         self._wake = asyncio.Event()
-        self._written_size = -1
+        self._written_size = 0  # an empty log needs no checkpoint
         self._lock = asyncio.Lock()
         self.on_written: Callable[[str, int, Path | None], None] | None = None
 
@@ -159,21 +159,24 @@ class Auditor:
             size = int(text.split("\n", 2)[1])
             if size == self._written_size:
                 return None
-            path = await self._deliver(text, size)
+            delivered, path = await self._deliver(text, size)
             self._written_size = size
+        if not delivered:
+            return None
         if self.on_written is not None:
             self.on_written(text, size, path)
         return text
 
-    async def _deliver(self, text: str, size: int) -> Path | None:
+    async def _deliver(self, text: str, size: int) -> tuple[bool, Path | None]:
         sink = self.sink
         if callable(sink):
             result = sink(text)
             if inspect.isawaitable(result):
                 await result
-            return None
+            return True, None
         assert sink is not None
-        return await asyncio.to_thread(_write_file, Path(sink), text, size)
+        path = await asyncio.to_thread(_write_file, Path(sink), text, size)
+        return path is not None, path
 
 
 def _write_file(directory: Path, text: str, size: int) -> Path | None:
