@@ -494,6 +494,38 @@ async def test_a_pre_tree_sqlite_file_gets_its_tree_and_triggers(
         conn.close()
 
 
+async def test_a_pre_tree_postgresql_schema_gets_its_tree_and_trigger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    require_pg()
+    from eventstore.backends.postgres import backend as pg_backend
+
+    schema = f"es_test_migrate_{os.getpid()}"
+    try:
+        with anyio.fail_after(60):
+            with monkeypatch.context() as m:
+                m.setattr(pg_backend, "SCHEMA_VERSION", pg_backend.TREE_SINCE - 1)
+                async with EventStore.open(PG_URL, schema=schema) as store:
+                    old = await store.append_many([ev(i) for i in range(37)])
+            async with EventStore.open(PG_URL, schema=schema) as store:
+                head = await store.tree_head()
+                assert head.size == 37 and head.root == mth(await reference_hashes(store))
+                for e in old:
+                    assert (await store.prove(e.seq)).verify(head.root)
+                await store.append(ev(37))
+                assert (await store.verify()).ok
+            import asyncpg
+
+            conn = await asyncpg.connect(PG_URL)
+            try:
+                with pytest.raises(asyncpg.PostgresError, match="append-only"):
+                    await conn.execute(f'DELETE FROM "{schema}".events WHERE seq = 1')
+            finally:
+                await conn.close()
+    finally:
+        await drop_pg_schema(schema)
+
+
 # --- several processes ------------------------------------------------------------------
 
 

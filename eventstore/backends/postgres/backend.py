@@ -258,6 +258,7 @@ class PostgresBackend:
         self._relisten_task: asyncio.Task[None] | None = None
         self._relistened = False
         self.tree = tree.PostgresTree(s)
+        self._has_tree = True
         self._sql_tree_size = tree.tree_size_sql(s)
         self._sql_stored_leaves = tree.stored_leaves_sql(s)
 
@@ -319,6 +320,8 @@ class PostgresBackend:
                     meta = await self._migrate(conn)
             self._check_version(meta)
             self._secret = meta["secret"]
+            # False only for a schema kept at a version before the tree (tests do).
+            self._has_tree = int(meta.get("schema_version", b"0")) >= TREE_SINCE
         except BaseException as exc:
             await self.close()
             if isinstance(exc, Exception):
@@ -453,7 +456,8 @@ class PostgresBackend:
                 commit, growth = await self._insert(conn, plan.rows, now_micros, last_seq)
                 committing = True
                 await conn.execute(commit)
-                self.tree.committed(growth)
+                if growth is not None:
+                    self.tree.committed(growth)
         except Exception as exc:
             if committing:
                 raise self._error(
@@ -469,7 +473,7 @@ class PostgresBackend:
 
     async def _insert(
         self, conn: Any, rows: list[NewRow], micros: int, size: int
-    ) -> tuple[str, Growth]:
+    ) -> tuple[str, Growth | None]:
         """Write the rows; returns the statement that writes the tree's nodes, notifies
         and commits, and the tree's growth to cache once it did.
 
@@ -479,6 +483,13 @@ class PostgresBackend:
         10-event groups 7.6k / 6.5k / 7.0k; single events about 950 for each (one WAL
         flush per commit is then the whole cost). So one path, whatever the group size.
         """
+        notify = f"SELECT pg_notify('{self.channel}', '{rows[-1].event.seq}'); COMMIT"
+        if not self._has_tree:
+            await conn.copy_records_to_table(
+                "events", schema_name=self.schema, columns=list(_COLUMNS[:-2]),
+                records=[(r.event.seq, r.event.id, r.event.type, r.event.conversation_id,
+                          r.event.user_id, micros, r.digest, r.document) for r in rows])
+            return notify, None
         occurred, leaves = leaf_columns(rows, micros)
         await conn.copy_records_to_table(
             "events", schema_name=self.schema, columns=list(_COLUMNS),
@@ -489,8 +500,7 @@ class PostgresBackend:
         growth = await self.tree.grow(conn, size, leaves)
         # pg_notify inside the transaction: delivered at commit, never for a rollback; sent
         # with COMMIT in one round trip, as the lock is held until the reply.
-        return (f"{self.tree.sql(growth, micros)}"
-                f"SELECT pg_notify('{self.channel}', '{rows[-1].event.seq}'); COMMIT"), growth
+        return f"{self.tree.sql(growth, micros)}{notify}", growth
 
     # --- reads -------------------------------------------------------------------------
 
