@@ -50,10 +50,11 @@ class MemoryTree:
         growth = self._appender.grow(size, self._read(keys), hashes)
 
         def store() -> None:
-            for row, when in zip(rows, occurred, strict=True):
+            for row, when, h in zip(rows, occurred, hashes, strict=True):
                 e = row.event
                 self.leaves.append(StoredLeaf(e.seq, e.id, e.type, e.conversation_id,
-                                              e.user_id, when, recorded_micros, row.document))
+                                              e.user_id, when, recorded_micros, row.document,
+                                              leaf_hash=h))
             self.hashes.extend(hashes)
             self.nodes.update({(level, index): h for level, index, h in growth.nodes})
             self.size = growth.after.size

@@ -59,7 +59,9 @@ _NULL = b"\x00"
 
 class StoredLeaf(msgspec.Struct, frozen=True, array_like=True):
     """What a backend hands to verification for one stored event: the fields a leaf is
-    computed from, as stored (times as integer microseconds since the epoch, UTC)."""
+    computed from, as stored (times as integer microseconds since the epoch, UTC), and
+    `leaf_hash`, the tree's leaf for it when the backend stores that in the event's own
+    row (verify then needs no second read for it; None: verify asks `tree_nodes`)."""
 
     seq: int
     id: str
@@ -69,6 +71,7 @@ class StoredLeaf(msgspec.Struct, frozen=True, array_like=True):
     occurred_at: int
     recorded_at: int
     document: bytes
+    leaf_hash: bytes | None = None
 
 
 def to_micros(t: datetime) -> int:
@@ -174,20 +177,8 @@ def encode_leaf(leaf: StoredLeaf) -> bytes:
 def hash_leaves(leaves: Iterable[StoredLeaf]) -> list[bytes]:
     """The RFC 9162 leaf hashes `SHA-256(0x00 || leaf bytes)` of stored events, in order:
     what a backend computes at commit and what verify recomputes."""
-    sha = hashlib.sha256
     return [
-        sha(
-            b"\x00"
-            + leaf_bytes(
-                leaf.seq,
-                leaf.id,
-                leaf.type,
-                leaf.conversation_id,
-                leaf.user_id,
-                leaf.occurred_at,
-                leaf.recorded_at,
-                leaf.document,
-            )
-        ).digest()
+        hash_leaf(leaf.seq, leaf.id, leaf.type, leaf.conversation_id, leaf.user_id,
+                  leaf.occurred_at, leaf.recorded_at, leaf.document)
         for leaf in leaves
     ]

@@ -70,7 +70,8 @@ def stored_leaves_sql(s: str) -> str:
     # A row written around eventstore may hold NULLs: coerce what a leaf needs rather
     # than fail verify on it (the leaf then simply does not match).
     return (f"SELECT seq, id, type, conversation_id, user_id, coalesce(occurred_at, -1), "
-            f"recorded_at, body FROM {s}.events WHERE seq >= $1 ORDER BY seq LIMIT $2")
+            f"recorded_at, body, leaf_hash FROM {s}.events WHERE seq >= $1 ORDER BY seq "
+            "LIMIT $2")
 
 
 def tree_size_sql(s: str) -> str:
@@ -111,9 +112,9 @@ async def read_nodes(conn: Any, s: str, keys: Sequence[NodeKey]) -> Mapping[Node
 
 
 def stored_leaf(row: Sequence[Any]) -> StoredLeaf:
-    seq, id_, type_, conversation_id, user_id, occurred, recorded, body = row
-    return StoredLeaf(int(seq), id_, type_, conversation_id, user_id, int(occurred),
-                      int(recorded), bytes(body))
+    seq, id_, type_, conversation_id, user_id, occurred, recorded, body, kept = row
+    return StoredLeaf(seq, id_, type_, conversation_id, user_id, occurred, recorded, body,
+                      leaf_hash=kept or b"")
 
 
 class PostgresTree:

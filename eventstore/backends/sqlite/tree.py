@@ -56,7 +56,7 @@ TREE_SIZE = "SELECT coalesce(max(size), 0) FROM tree_heads"
 # leaf needs rather than fail verify on it (the leaf then simply does not match).
 STORED_LEAVES = (
     "SELECT seq, id, type, conversation_id, user_id, coalesce(occurred_at, -1), "
-    "coalesce(recorded_at, -1), CAST(body AS BLOB) FROM events "
+    "coalesce(recorded_at, -1), CAST(body AS BLOB), leaf_hash FROM events "
     "WHERE seq >= ? ORDER BY seq LIMIT ?"
 )
 _BUILD_BATCH = 5_000
@@ -109,9 +109,11 @@ def read_nodes(conn: sqlite3.Connection, keys: Sequence[NodeKey]) -> Mapping[Nod
 
 
 def stored_leaf(row: Sequence[Any]) -> StoredLeaf:
-    seq, id_, type_, conversation_id, user_id, occurred, recorded, body = row
-    return StoredLeaf(int(seq), str(id_), str(type_), conversation_id, user_id,
-                      int(occurred), int(recorded), bytes(body or b""))
+    # The SELECT already coerces the columns a leaf is computed from; a leaf_hash that
+    # is not 32 bytes (NULL, or anything written around eventstore) matches no leaf.
+    seq, id_, type_, conversation_id, user_id, occurred, recorded, body, kept = row
+    return StoredLeaf(seq, id_, type_, conversation_id, user_id, occurred, recorded, body,
+                      leaf_hash=kept or b"")
 
 
 class SQLiteTree:
