@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import click
 import msgspec
@@ -24,6 +24,7 @@ from rich.text import Text
 from ..clock import utcnow
 from ..errors import UnsupportedURLError
 from ..events import RecordedEvent
+from ..privacy.urls import safe_url
 from ..store import EventStore
 from .render import iso
 
@@ -174,20 +175,13 @@ async def pages(store: EventStore, f: Filters, limit: int = PAGE
 # --- the store -----------------------------------------------------------------------------
 
 
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
 def open_store(url: str) -> EventStore:
     options: dict[str, Any] = {}
     parts = urlsplit(url)
     # A typo'd path must be an error, not a new empty database that answers "no events".
-    if parts.scheme.lower() == "sqlite" and "create" not in dict(parse_qsl(parts.query)):
+    scheme = parts.scheme.lower()
+    if (scheme in ("sqlite", "postgresql", "postgres")
+            and "create" not in dict(parse_qsl(parts.query))):
         options["create"] = False
     try:
         return EventStore.open(url, **options)

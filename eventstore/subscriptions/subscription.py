@@ -75,9 +75,11 @@ class Subscription:
         checkpoint_every: int = 100,
         checkpoint_interval: float = 1.0,
         snapshot: Callable[[], bytes] | None = None,
+        reset: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
+        self.reset = reset  # clears what the handler built, for rewind()
         self.handler = handler
         self.name = name
         self.query = query
@@ -305,6 +307,36 @@ class Subscription:
         if not self.connected:
             self.connect()
         self.start()
+
+    async def rewind(self, position: int = 0) -> None:
+        """Throw away what the handler built and start over after `position`.
+
+        Used when the events already handled changed the way they read (forget_user,
+        retention): the task stops without saving its checkpoint (whose snapshot may hold
+        what was erased), the queue is dropped, `reset` clears the handler's state, and a
+        running subscription starts again, catching up from the log.
+        """
+        running = self.alive and not self._stopping
+        self._stopping = True  # the guardian leaves it alone meanwhile
+        try:
+            if self._scope is not None:
+                self._scope.cancel()
+            await self._done.wait()
+            self._queue.clear()
+            if self.reset is not None:
+                self.reset()
+            self.position = self._saved_position = position
+        finally:
+            self._stopping = False
+        if running:
+            self.start()
+
+    def erase_queued(self, erase: Callable[[RecordedEvent], RecordedEvent]) -> None:
+        """Pass every queued live event through `erase` (forget_user: plaintext copies
+        taken before the forget must not reach the handler)."""
+        queued = [erase(event) for event in self._queue]
+        self._queue.clear()
+        self._queue.extend(queued)
 
     async def stop(self) -> None:
         """Stop the handler task, save the checkpoint, and detach from the store."""
