@@ -28,14 +28,16 @@ from .codec import PreparedEvent, decode_event, digest_of, encode_event, validat
 from .cursor import CursorCodec
 from .errors import (
     DuplicateEventError,
+    EncryptionError,
     EventStoreError,
     InvalidEventError,
     InvalidQueryError,
     RedactionError,
+    RetentionError,
     StoreClosedError,
     SubscriptionError,
 )
-from .events import USER_FORGOTTEN, Event, RecordedEvent
+from .events import Event, RecordedEvent
 from .operations import instrumented, send_span, send_start
 from .privacy.hooks import RedactHook, copies_on_write, run_hooks
 from .query import build_query, check_limit, check_seq
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from .integrations.context import ConversationScope
     from .pricing import PricingProvider
     from .privacy.encryption import Encryption
+    from .privacy.retention import Retention, RetentionReport
     from .projections.base import Projection
 
     P = TypeVar("P", bound=Projection)
@@ -79,6 +82,7 @@ class EventStore:
         guardian_interval: float = 30.0,
         pricing: PricingProvider | None = None,
         encryption: Encryption | None = None,
+        retention: Retention | None = None,
         url: str | None = None,
     ) -> None:
         self.backend = backend
@@ -88,6 +92,16 @@ class EventStore:
         self._hooks_copy = copies_on_write(self._hooks)
         self._pricing = pricing
         self.encryption = encryption
+        if retention is not None and encryption is None:
+            raise RetentionError(
+                "retention= needs encryption=Encryption(...): content is expired by "
+                "destroying the keys it is encrypted with"
+            )
+        self.retention = retention
+        # An encrypted store opened without its master key: writes are refused (they would
+        # store personal fields in plaintext that no forget could erase), reads show
+        # envelopes as [ENCRYPTED].
+        self._sealed_without_key = False
         self._cursor_secret = cursor_secret
         self._cursors: CursorCodec | None = None
         self._writer = GroupCommitWriter(backend, self._after_commit, max_group=max_group)
@@ -108,11 +122,12 @@ class EventStore:
         Options: redact (hooks), cursor_secret (bytes, to share cursors across stores),
         max_group (events per commit), guardian_interval (seconds between guardian ticks),
         pricing (a PricingProvider for record_cost; default: the genai-prices dataset),
-        encryption (an Encryption: personal fields encrypted per user, see forget_user).
+        encryption (an Encryption: personal fields encrypted per user, see forget_user),
+        retention (a Retention: personal fields expire by period, see apply_retention).
         """
         store_options = {k: options.pop(k) for k in
                          ("cursor_secret", "max_group", "guardian_interval", "pricing",
-                          "encryption") if k in options}
+                          "encryption", "retention") if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
 
@@ -124,7 +139,12 @@ class EventStore:
         await self.backend.open()
         try:
             if self.encryption is not None:
-                await self.encryption.bind(self.backend)
+                period = self.retention.period if self.retention is not None else None
+                await self.encryption.bind(self.backend, period=period)
+            else:
+                from .privacy.encryption import CHECK_META_KEY
+
+                self._sealed_without_key = await self.backend.get_meta(CHECK_META_KEY) is not None
             self._cursors = CursorCodec(self._cursor_secret or await self.backend.secret())
             started = asyncio.Event()
             self._runner = asyncio.create_task(self._run(started), name="eventstore-runner")
@@ -207,13 +227,20 @@ class EventStore:
 
     # --- appends -----------------------------------------------------------------------
 
-    async def _prepare(self, event: Any) -> PreparedEvent:
+    async def _prepare(self, event: Any, *, audit: bool = False) -> PreparedEvent:
+        if self._sealed_without_key:
+            raise EncryptionError(
+                "this store is encrypted (its metadata holds a master key check) but was "
+                "opened without encryption=: appends are refused, since they would store "
+                "personal fields in plaintext that forget_user could never erase. Open it "
+                "with encryption=Encryption(...) (or set EVENTSTORE_MASTER_KEY)"
+            )
         event = validate(event)
         if type(event) is not Event:  # a RecordedEvent or subclass: keep the Event fields
             event = Event(**{f: getattr(event, f) for f in Event.__struct_fields__})
         if event.occurred_at.utcoffset():
             event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(UTC))
-        if self._hooks:
+        if self._hooks and not audit:
             original = event
             event = await run_hooks(self._hooks, event)
             try:
@@ -228,7 +255,7 @@ class EventStore:
         body = encode_event(event)
         visible = decode_event(body)
         digest = digest_of(visible)
-        if self.encryption is not None:  # what is stored differs from what callers see
+        if self.encryption is not None and not audit:  # stored differs from what callers see
             sealed, digest = await self.encryption.seal_with_digest(visible, digest)
             body = encode_event(sealed)
         return PreparedEvent(visible=visible, body=body, digest=digest)
@@ -281,27 +308,50 @@ class EventStore:
             "To store the event again, give it a new id (omit id= for a fresh UUIDv7).",
         )
 
+    async def append_audit(self, event: Event) -> RecordedEvent:
+        """Append an event the store writes about itself (user_forgotten,
+        retention_applied): validated, but never redacted nor encrypted, so no hook can
+        refuse the record and no key destruction can erase it."""
+        self._check_open()
+        prepared = [await self._prepare(event, audit=True)]
+        (recorded,) = await self._commit(prepared)
+        return recorded
+
     @instrumented("forget_user")
     async def forget_user(self, user_id: str) -> RecordedEvent:
-        """Erase a user's personal fields from every read by destroying their data key
-        (crypto-shredding, see eventstore.encryption), and log it as a `user_forgotten`
-        event, which names the user id and nothing else. Seq, types, times, token counts
-        and costs of their events stay. Needs a store opened with encryption=."""
+        """Erase a user's personal fields from every read by destroying their data keys
+        (crypto-shredding, see eventstore.encryption), rebuild the live projections and
+        drop stored snapshots (which may hold decrypted fields), scrub the backend, and log
+        it as a `user_forgotten` event naming the user id (as its user_id column does).
+        Seq, types, times, token counts and costs of their events stay. Needs a store
+        opened with encryption=. When another process's reader keeps the old bytes on
+        disk, the event's data says so under "pending" and an ErasurePendingWarning is
+        raised; the store finishes the scrub by itself."""
         self._check_open()
         if self.encryption is None:
             raise EventStoreError(
                 "forget_user() needs a store opened with encryption=Encryption(...): without "
                 "it personal fields are stored in plaintext and cannot be erased"
             )
-        await self.encryption.forget(user_id)
-        erase = self.encryption.erase
-        for subscription in self._subscriptions:  # live events queued before the forget
-            queued = list(subscription._queue)
-            subscription._queue.clear()
-            subscription._queue.extend(erase(e) if e.user_id == user_id else e for e in queued)
-        return await self.append(
-            Event(type=USER_FORGOTTEN, user_id=user_id, data={"user_id": user_id})
-        )
+        from .privacy.erasure import forget_user
+
+        return await forget_user(self, user_id)
+
+    @instrumented("apply_retention")
+    async def apply_retention(self, *, dry_run: bool = False,
+                              now: datetime | None = None) -> RetentionReport:
+        """Erase the personal fields of every key period that ended more than
+        `retention.content_after` ago (see eventstore.privacy.retention); with dry_run,
+        only say what would be erased. Needs a store opened with retention=."""
+        self._check_open()
+        if self.retention is None:
+            raise RetentionError(
+                "apply_retention() needs a store opened with retention=Retention("
+                "content_after=timedelta(days=...)) and encryption="
+            )
+        from .privacy.retention import apply_retention
+
+        return await apply_retention(self, self.retention, dry_run=dry_run, now=now)
 
     async def track(
         self,
@@ -363,6 +413,10 @@ class EventStore:
         """The events as callers see them: personal fields decrypted, or erased once their
         user was forgotten. Without encryption, the stored events as they are."""
         if self.encryption is None or not events:
+            if self._sealed_without_key and events:
+                from .privacy.encryption import mask_envelopes
+
+                return [mask_envelopes(event) for event in events]
             return events
         return await self.encryption.open_events(events)
 
@@ -626,6 +680,7 @@ class EventStore:
             self, projection.apply_event, name=key, query=types, position=position,
             max_attempts=max_attempts, checkpoint_every=snapshot_every,
             checkpoint_interval=snapshot_interval, snapshot=projection.snapshot,
+            reset=projection.reset,
         ))
 
     # --- costs -------------------------------------------------------------------------

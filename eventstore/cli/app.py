@@ -57,6 +57,7 @@ from .render import (
     fmt_time,
     iso,
 )
+from .retention import retention_cmd
 from .tail import follow
 
 DEFAULT_URL = "sqlite:///eventstore.db"
@@ -68,8 +69,13 @@ DEFAULT_URL = "sqlite:///eventstore.db"
               help="Store URL: sqlite:///path.db, sqlite:////abs/path.db or "
                    "postgresql://user@host:port/db. A SQLite file must already exist "
                    "(add ?create=1 to allow a new one).")
+@click.option("--master-key-file", type=click.Path(dir_okay=False), metavar="FILE",
+              envvar="EVENTSTORE_MASTER_KEY_FILE", show_envvar=True,
+              help="The master key of an encrypted store (base64 or hex), so its personal "
+                   "fields read decrypted, or [ERASED] once forgotten. EVENTSTORE_MASTER_KEY "
+                   "may hold the key itself. Without a key they show as [ENCRYPTED].")
 @click.version_option(package_name="eventstore")
-def cli(db: str) -> None:
+def cli(db: str, master_key_file: str | None) -> None:
     """Read, follow, total and export an eventstore log."""
 
 
@@ -290,6 +296,7 @@ async def rebuild_cmd(store: EventStore, *, as_json: bool) -> None:
 
 
 cli.add_command(rebuild_cmd, name="replay")
+cli.add_command(retention_cmd)
 
 
 # --- subscriptions -------------------------------------------------------------------------

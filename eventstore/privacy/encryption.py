@@ -107,6 +107,7 @@ OWNER_SEP: Final = "\x1f"  # between the user id and the period in a key's owner
 DEFAULT_FIELDS: Final = ("data.content",)
 DEFAULT_ENV: Final = "EVENTSTORE_MASTER_KEY"
 CHECK_META_KEY: Final = "encryption_key_check"
+PERIOD_META_KEY: Final = "encryption_key_period"
 
 Period: TypeAlias = Literal["month", "day"]
 _PERIOD = re.compile(r"[0-9]{4}-[0-9]{2}(?:-[0-9]{2})?")
@@ -328,7 +329,9 @@ class Encryption:
         check = hmac.new(_derive(master, b"eventstore/v1/key-check"), _CHECK_LABEL,
                          hashlib.sha256).digest()
         stored = await backend.get_meta(CHECK_META_KEY)
-        if stored is None:
+        if stored is None and self.discover:
+            stored = check  # a reader of a store that was never encrypted marks nothing
+        elif stored is None:
             stored = await backend.set_meta_if_absent(CHECK_META_KEY, check)
         if not hmac.compare_digest(stored, check):
             raise EncryptionError(
@@ -336,6 +339,14 @@ class Encryption:
                 "(key check failed); supply the original master key (the master key of a "
                 "store cannot be changed; without it nothing encrypted can be read)"
             )
+        # Once a store has per-period keys (retention), every writer keeps making them,
+        # or content appended by a process without retention= would never expire.
+        if period is not None:
+            await backend.set_meta_if_absent(PERIOD_META_KEY, period.encode())
+        else:
+            recorded = await backend.get_meta(PERIOD_META_KEY)
+            if recorded is not None and recorded.decode() in ("month", "day"):
+                period = "day" if recorded == b"day" else "month"
         self._wrap = AESGCM(_derive(master, b"eventstore/v1/key-wrap"))
         self._backend = backend
         self.period = period
@@ -579,8 +590,6 @@ class Encryption:
         todo: list[tuple[int, list[tuple[_Field, str, str]]]] = []
         owners: set[str] = set()
         for index, event in enumerate(events):
-            if event.user_id is None and self.period is None and not self.discover:
-                continue
             sealed = []
             for field, value in self._sealed(event):
                 owner, _ = _owner_of_envelope(event.user_id, value)
@@ -649,6 +658,16 @@ class Encryption:
         return [owner for owner in await _key_owners(backend, None)
                 if (period := split_owner(owner)[1]) is not None
                 and period_end(period) <= before]
+
+    async def legacy_owners(self) -> list[str]:
+        """Owners of per-user keys (no period): what retention cannot expire."""
+        backend = self._backend_or_fail()
+        return [owner for owner in await _key_owners(backend, None)
+                if split_owner(owner)[1] is None]
+
+    def period_of(self, event: RecordedEvent | Event) -> str | None:
+        """The key period of an event's content (None without per-period keys)."""
+        return None if self.period is None else period_of(event.occurred_at, self.period)
 
     async def destroy(self, owners: list[str]) -> list[str]:
         backend = self._backend_or_fail()
