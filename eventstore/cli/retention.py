@@ -55,3 +55,6 @@ def retention_cmd(content_after: str, period: str, dry_run: bool, as_json: bool)
              "forget_user still erases them")
     if report.pending:
         note(f"pending: {report.pending}")
+
+
+COMMANDS = (retention_cmd,)

@@ -280,6 +280,9 @@ class Encryption:
         # Bumped by every forget: a key-table answer read before a forget finished must not
         # be cached after it.
         self._epoch = 0
+        # Users forgotten by this process (see forget): a set, since a live delivery asks
+        # "was this user forgotten?" for every event, and the answer is almost always no.
+        self.forgotten_here: set[str] = set()
         self._wanted: dict[str, asyncio.Future[_Key]] = {}
         self._nonces = b""
         self._nonce_at = 0
@@ -645,6 +648,9 @@ class Encryption:
         backend = self._backend_or_fail()
         periods = [owner for owner in await _key_owners(backend, user_id + OWNER_SEP)
                    if split_owner(owner)[0] == user_id]
+        # Events of this user already revealed in memory (on their way to a subscriber)
+        # are revealed again from storage before delivery: see WritePipeline.reveal_live.
+        self.forgotten_here.add(user_id)
         return await self.destroy([user_id, *periods])
 
     async def expire(self, before: datetime) -> list[str]:
@@ -682,6 +688,11 @@ class Encryption:
             for owner in owners:
                 self._keys.pop(owner, None)
         return owners
+
+
+async def is_encrypted(backend: Backend) -> bool:
+    """Whether a store was ever opened with encryption (it holds a key-check value)."""
+    return await backend.get_meta(CHECK_META_KEY) is not None
 
 
 def owner_of(user_id: str | None, period: str) -> str:
