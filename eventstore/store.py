@@ -535,12 +535,21 @@ class EventStore:
         self._check_open()
         key = name or f"projection:{projection.name}"
         self._check_name_free(key)
-        position = await runner.resume(projection, self.backend, key)
+        encryption = self.encryption
+        snapshot = projection.snapshot
+        if encryption is not None:  # snapshots hold decrypted fields: store them sealed
+            await encryption.load_snapshot_key()
+
+            def snapshot() -> bytes:
+                return encryption.seal_snapshot(projection.snapshot())
+
+        position = await runner.resume(projection, self.backend, key,
+                                       encryption.open_snapshot if encryption else None)
         types = runner.types_of(projection)
         return self._launch(Subscription(
             self, projection.apply_event, name=key, query=types, position=position,
             max_attempts=max_attempts, checkpoint_every=snapshot_every,
-            checkpoint_interval=snapshot_interval, snapshot=projection.snapshot,
+            checkpoint_interval=snapshot_interval, snapshot=snapshot,
             reset=projection.reset,
         ))
 

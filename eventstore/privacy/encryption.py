@@ -104,6 +104,8 @@ ENVELOPE_PREFIX: Final = "enc:v1:"  # per-user keys: enc:v1:<generation>:<blob>
 PERIOD_PREFIX: Final = "enc:v2:"  # per user and period: enc:v2:<period>:<generation>:<blob>
 ANY_ENVELOPE: Final = "enc:v"
 OWNER_SEP: Final = "\x1f"  # between the user id and the period in a key's owner
+SNAPSHOT_OWNER: Final = "\x1esnapshots"  # the owner of the projection snapshots' key
+SNAPSHOT_MAGIC: Final = b"esnap1:"
 DEFAULT_FIELDS: Final = ("data.content",)
 DEFAULT_ENV: Final = "EVENTSTORE_MASTER_KEY"
 CHECK_META_KEY: Final = "encryption_key_check"
@@ -287,6 +289,7 @@ class Encryption:
         self._nonces = b""
         self._nonce_at = 0
         self._flusher: asyncio.Task[None] | None = None
+        self._snapshot_key: _Key | None = None
 
     def __repr__(self) -> str:  # never the key
         return f"Encryption(fields={self.fields!r})"
@@ -622,6 +625,50 @@ class Encryption:
                     metadata = _with(metadata, field.keys, value)
             out[index] = msgspec.structs.replace(event, data=data, metadata=metadata)
         return out
+
+    # --- projection snapshots ----------------------------------------------------------
+
+    async def load_snapshot_key(self) -> None:
+        """Make sure a snapshot key is at hand for seal_snapshot (created on first use)."""
+        self._snapshot_key = await self._current_key(SNAPSHOT_OWNER)
+
+    def seal_snapshot(self, state: bytes) -> bytes:
+        """A projection snapshot as stored: encrypted under the store's snapshot key, which
+        every forget and retention run destroys and replaces. Snapshots hold decrypted
+        fields, and old row versions of them may outlive any delete (PostgreSQL keeps dead
+        tuples while other transactions run): encrypted, every old version dies with the
+        key."""
+        key = self._snapshot_key
+        if key is None:
+            raise EncryptionError("no snapshot key: call load_snapshot_key() first")
+        nonce = self._nonce()
+        return (SNAPSHOT_MAGIC + b"%d:" % key.generation + nonce
+                + key.aead.encrypt(nonce, state, SNAPSHOT_MAGIC))
+
+    async def open_snapshot(self, blob: bytes) -> bytes | None:
+        """The state inside a sealed snapshot; None when it cannot be used (sealed under a
+        destroyed key, damaged, or a plaintext snapshot from before encryption, which may
+        hold what was since erased): the projection is then rebuilt from the log."""
+        if not blob.startswith(SNAPSHOT_MAGIC):
+            return None
+        generation_text, _, rest = blob[len(SNAPSHOT_MAGIC):].partition(b":")
+        backend = self._backend_or_fail()
+        epoch = self._epoch
+        record = (await backend.load_keys([SNAPSHOT_OWNER])).get(SNAPSHOT_OWNER)
+        key = self._live_key(SNAPSHOT_OWNER, record, epoch)
+        if key is None or generation_text != b"%d" % key.generation or len(rest) < _NONCE:
+            return None
+        try:
+            return key.aead.decrypt(rest[:_NONCE], rest[_NONCE:], SNAPSHOT_MAGIC)
+        except InvalidTag:
+            return None
+
+    async def renew_snapshot_key(self) -> None:
+        """Destroy the snapshot key (every stored snapshot, and every old version of one,
+        becomes unreadable) and make a new one for the snapshots to come."""
+        await self.destroy([SNAPSHOT_OWNER])
+        self._snapshot_key = None
+        await self.load_snapshot_key()
 
     # --- forgetting --------------------------------------------------------------------
 

@@ -6,10 +6,12 @@ and in the snapshots projections save with their checkpoints, and (on disk) in t
 a database overwrote. So after keys are destroyed:
 
 1. queued live events of the erased content are erased in memory;
-2. every live projection of the store is rewound: its state is reset and rebuilt from the
-   log, which now reads as erased (it never saves the stale snapshot);
-3. every stored snapshot is deleted, so a projection resumed anywhere later rebuilds from
-   the log instead of serving what it kept;
+2. the key that projection snapshots are stored encrypted under is destroyed and replaced,
+   so no stored snapshot, nor any old row version of one, can be read again;
+3. every live projection of the store is rewound: its state is reset and rebuilt from the
+   log, which now reads as erased (it never saves the stale snapshot), and every stored
+   snapshot is deleted, so a projection resumed anywhere later rebuilds from the log
+   instead of serving what it kept;
 4. the backend scrubs what was overwritten (SQLite: a truncating WAL checkpoint, pending
    while another process's reader holds an old snapshot; PostgreSQL: the key and
    checkpoint tables are rewritten).
@@ -56,6 +58,8 @@ async def erase_derived(store: EventStore,
     anything (and warns with ErasurePendingWarning)."""
     for subscription in store.subscriptions:
         subscription.erase_queued(erase)
+    if store.encryption is not None:  # every stored snapshot (and old version) dies
+        await store.encryption.renew_snapshot_key()
     for subscription in store.subscriptions:
         if subscription.snapshot is not None:
             await subscription.rewind()

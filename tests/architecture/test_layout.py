@@ -130,8 +130,6 @@ ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
         "pending: the store's task runner, to become a public 'spawn from a thread' API",
     ("eventstore.integrations._recording", "_iterator"):
         "pending: the SDKs' stream objects, to be wrapped through their public interface",
-    ("eventstore.store", "_queue"):
-        "pending: forget_user scrubbing queued deliveries, replaced by reveal_live",
     ("eventstore.subscriptions.guardian", "_stopping"):
         "pending: a public 'stopping' state of Subscription",
     ("eventstore.subscriptions.subscription", "_forget"):
@@ -188,7 +186,8 @@ def test_public_names_are_pinned_and_documented() -> None:
         "EventStore", "EventStoreError", "InvalidCursorError", "InvalidEventError",
         "InvalidPriceError", "InvalidQueryError", "InvalidUsageError",
         "MissingDependencyError", "ModelPrice", "PIIRedactor", "Page", "PriceTable",
-        "PricingProvider", "RecordedEvent", "RedactionError", "SchemaVersionError",
+        "PricingProvider", "RecordedEvent", "RedactionError", "RedactorConfigError",
+        "Retention", "RetentionError", "SchemaVersionError",
         "SnapshotError", "StoreClosedError", "Subscription", "SubscriptionError",
         "UnknownModelError", "UnsupportedURLError", "__version__", "signals",
     ])
