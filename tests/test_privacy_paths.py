@@ -180,6 +180,9 @@ async def test_projection_snapshots_keep_no_plaintext_after_a_forget(
 async def disk(store: EventStore, factory: StoreFactory) -> bytes:
     if factory.kind == "sqlite":
         return raw(Path(store.backend.path))  # type: ignore[attr-defined]
+    if factory.kind == "jsonl":
+        root = Path(factory.url.removeprefix("jsonl:///"))
+        return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
     return await pg_raw(factory.pg_schema, "checkpoints", "data_keys")
 
 

@@ -13,6 +13,7 @@ from .base import Backend, Checkpoint
 __all__ = ["Backend", "Checkpoint", "backend_for_url"]
 
 SQLITE_URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "create", "watch_interval"})
+JSONL_URL_OPTIONS = frozenset({"synchronous", "lock_timeout", "create", "watch_interval"})
 # eventstore's own options in a postgresql:// query string; the rest go to asyncpg.
 POSTGRES_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "schema": str, "pool_size": int, "min_pool_size": int, "command_timeout": float,
@@ -25,8 +26,10 @@ def backend_for_url(url: str, **options: Any) -> Backend:
 
     `memory://` (private) or `memory://name` (shared in-process), `sqlite:///relative.db`,
     `sqlite:////absolute.db` (options synchronous, busy_timeout, create, watch_interval),
-    `postgresql://user@host:port/db` (options schema, pool_size, min_pool_size,
-    command_timeout, connect_timeout, create; others go to asyncpg).
+    `jsonl:///relative/dir`, `jsonl:////absolute/dir` (options synchronous, lock_timeout,
+    create, watch_interval), `postgresql://user@host:port/db` (options schema, pool_size,
+    min_pool_size, command_timeout, connect_timeout, create; others go to asyncpg).
+    Messages quote URLs without their passwords.
     """
     if not isinstance(url, str):
         raise UnsupportedURLError(f"store URL must be a string, got {type(url).__name__}")
@@ -44,8 +47,7 @@ def backend_for_url(url: str, **options: Any) -> Backend:
         if parts.netloc or not path:
             raise UnsupportedURLError(
                 f"SQLite URL {safe_url(url)!r} has no file path; use "
-                "sqlite:///relative/path.db or "
-                "sqlite:////absolute/path.db"
+                "sqlite:///relative/path.db or sqlite:////absolute/path.db"
             )
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
         unknown = set(params) - SQLITE_URL_OPTIONS
@@ -59,6 +61,28 @@ def backend_for_url(url: str, **options: Any) -> Backend:
         except (TypeError, ValueError) as exc:
             raise UnsupportedURLError(
                 f"bad SQLite URL option in {safe_url(url)!r}: {exc}") from exc
+    if scheme == "jsonl":
+        from .jsonl import JsonlBackend
+
+        parts = urlsplit(url)
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if parts.netloc or not path:
+            raise UnsupportedURLError(
+                f"jsonl URL {safe_url(url)!r} has no directory; use jsonl:///relative/dir "
+                "or jsonl:////absolute/dir"
+            )
+        given: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = set(given) - JSONL_URL_OPTIONS
+        if unknown:
+            raise UnsupportedURLError(
+                f"unknown jsonl URL option(s) {', '.join(sorted(unknown))}; known: "
+                f"{', '.join(sorted(JSONL_URL_OPTIONS))}"
+            )
+        try:
+            return JsonlBackend(path, **given, **options)
+        except (TypeError, ValueError) as exc:
+            raise UnsupportedURLError(
+                f"bad jsonl URL option in {safe_url(url)!r}: {exc}") from exc
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresBackend
@@ -77,6 +101,6 @@ def backend_for_url(url: str, **options: Any) -> Backend:
             raise UnsupportedURLError(
                 f"bad PostgreSQL URL option in {safe_url(url)!r}: {exc}") from exc
     raise UnsupportedURLError(
-        f"unknown store URL {safe_url(url)!r}; use memory://, sqlite:///path.db or "
-        "postgresql://user@host:port/db"
+        f"unknown store URL {safe_url(url)!r}; use memory://, sqlite:///path.db, "
+        "jsonl:///dir or postgresql://user@host:port/db"
     )

@@ -347,6 +347,10 @@ class Encryption:
             )
         # Once a store has per-period keys (retention), every writer keeps making them,
         # or content appended by a process without retention= would never expire.
+        if period is not None and not callable(getattr(backend, "key_owners", None)):
+            raise EncryptionError(
+                f"the {type(backend).__name__} backend cannot list its keys (key_owners), "
+                "which retention needs")
         if period is not None:
             await backend.set_meta_if_absent(PERIOD_META_KEY, period.encode())
         else:
@@ -812,6 +816,8 @@ def _describe(envelope: str, user_id: str | None) -> str:
 
 async def _key_owners(backend: Backend, prefix: str | None) -> list[str]:
     list_owners = getattr(backend, "key_owners", None)
+    if list_owners is None and prefix is not None:
+        return []  # forget: without per-period keys (which need key_owners) none to find
     if list_owners is None:
         raise EncryptionError(
             f"the {type(backend).__name__} backend cannot list its keys (key_owners), which "
