@@ -51,6 +51,11 @@ def sqlite_files(db: Path) -> list[Path]:
     return [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
 
 
+def tree_bytes(root: Path) -> bytes:
+    """Every byte of every file under root (a jsonl store's directory)."""
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+
+
 def raw(db: Path) -> bytes:
     """Every byte SQLite keeps for the store: the file, its WAL and its shared memory."""
     return b"".join(p.read_bytes() for p in sqlite_files(db) if p.exists())
@@ -181,8 +186,7 @@ async def disk(store: EventStore, factory: StoreFactory) -> bytes:
     if factory.kind == "sqlite":
         return raw(Path(store.backend.path))  # type: ignore[attr-defined]
     if factory.kind == "jsonl":
-        root = Path(factory.url.removeprefix("jsonl:///"))
-        return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+        return tree_bytes(Path(factory.url.removeprefix("jsonl:///")))
     return await pg_raw(factory.pg_schema, "checkpoints", "data_keys")
 
 

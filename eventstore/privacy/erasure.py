@@ -5,7 +5,8 @@ live on elsewhere: in the live events queued for a subscription, in a projection
 and in the snapshots projections save with their checkpoints, and (on disk) in the pages
 a database overwrote. So after keys are destroyed:
 
-1. queued live events of the erased content are erased in memory;
+1. live deliveries already on their way are revealed again from storage
+   (WritePipeline.reveal_live: the forgetting process knows whom it forgot);
 2. the key that projection snapshots are stored encrypted under is destroyed and replaced,
    so no stored snapshot, nor any old row version of one, can be read again;
 3. every live projection of the store is rewound: its state is reset and rebuilt from the
@@ -28,7 +29,6 @@ holds as identifiers (the user id, periods, counts).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..events import USER_FORGOTTEN, Event, RecordedEvent
@@ -52,12 +52,9 @@ def _pending_note(store: EventStore) -> str | None:
             "the WAL by itself")
 
 
-async def erase_derived(store: EventStore,
-                        erase: Callable[[RecordedEvent], RecordedEvent]) -> str | None:
+async def erase_derived(store: EventStore) -> str | None:
     """Steps 1-4 of the module docstring; returns what is still pending on disk, if
     anything (and warns with ErasurePendingWarning)."""
-    for subscription in store.subscriptions:
-        subscription.erase_queued(erase)
     if store.encryption is not None:  # every stored snapshot (and old version) dies
         await store.encryption.renew_snapshot_key()
     for subscription in store.subscriptions:
@@ -79,12 +76,9 @@ async def forget_user(store: EventStore, user_id: str) -> RecordedEvent:
     """Destroy the user's keys, erase what was derived from them, and log it."""
     encryption = store.encryption
     assert encryption is not None
+    # live deliveries from now on show what the log shows (WritePipeline.reveal_live)
     await encryption.forget(user_id)
-
-    def erase(event: RecordedEvent) -> RecordedEvent:
-        return encryption.erase(event) if event.user_id == user_id else event
-
-    pending = await erase_derived(store, erase)
+    pending = await erase_derived(store)
     data: dict[str, object] = {"user_id": user_id}
     if pending is not None:
         data["pending"] = pending

@@ -84,9 +84,7 @@ async def apply_retention(store: EventStore, retention: Retention, *, dry_run: b
     if dry_run or not owners:
         return RetentionReport(cutoff=cutoff, periods=periods, keys=len(owners),
                                legacy_keys=len(legacy), dry_run=dry_run)
-    expired = set(periods)
-    pending = await erase_derived(store, lambda event: encryption.erase(event)
-                                  if encryption.period_of(event) in expired else event)
+    pending = await erase_derived(store)
     data: dict[str, object] = {
         "cutoff": cutoff.isoformat(), "content_after_seconds":
         retention.content_after.total_seconds(), "periods": periods, "keys_destroyed":
