@@ -671,20 +671,6 @@ class Encryption:
 
     # --- forgetting --------------------------------------------------------------------
 
-    def erase(self, event: RecordedEvent) -> RecordedEvent:
-        """The event with every personal field it has replaced by ERASED (for plaintext
-        copies already in memory, such as a subscription's queue, when a user is forgotten)."""
-        data, metadata = event.data, event.metadata
-        for field in self._fields:
-            if field.root == "data":
-                if _get(data, field.keys) is not _MISSING:
-                    data = _with(data, field.keys, ERASED)
-            elif _get(metadata, field.keys) is not _MISSING:
-                metadata = _with(metadata, field.keys, ERASED)
-        if data is event.data and metadata is event.metadata:
-            return event
-        return msgspec.structs.replace(event, data=data, metadata=metadata)
-
     async def forget(self, user_id: str) -> list[str]:
         """Destroy every key of the user, of every period (keeping tombstones): their
         encrypted fields are unreadable from now on, in every process (see the module
