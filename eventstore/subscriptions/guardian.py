@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
+import anyio.lowlevel
 
 from .. import signals
 from ..errors import InvalidOptionError
@@ -18,6 +19,7 @@ from .subscription import Subscription
 log = logging.getLogger("eventstore.subscriptions")
 
 DEFAULT_INTERVAL = 30.0
+_YIELD_EVERY = 256
 
 
 class Guardian:
@@ -85,7 +87,11 @@ class Guardian:
         # (a subscription is not behind an event still on its way to it).
         head = await self._registry.settled_head()
         now = time.monotonic()
-        for sub in self._registry.subscriptions:
+        for index, sub in enumerate(self._registry.subscriptions):
+            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                # let appends through: a tick over 10,000 subscriptions would otherwise
+                # hold the loop for tens of milliseconds
+                await anyio.lowlevel.checkpoint()
             todo = sub.checkup(now, head)
             if todo is None:
                 continue
