@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -485,3 +486,90 @@ def test_a_recorded_llm_call_and_its_cost_record_are_one_call(tmp_path: Path) ->
         body = get(client, "/conversations/k").text
         assert body.count('<div class="call"') == 1
         assert '<span class="cost">$0.00045</span>' in body and "250 ms" in body
+
+
+def test_home_favicon_and_the_otlp_mount_behind_the_same_token(log: Log) -> None:
+    received: list[tuple[str, bytes]] = []
+
+    def receiver(store: EventStore) -> Any:
+        assert isinstance(store, EventStore)  # made once the store is open
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            body = (await receive())["body"]
+            received.append((scope["method"], body))
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        return app
+
+    with TestClient(build_app(lambda: EventStore.open(log.url), TOKEN, otlp=receiver)) as c:
+        home = c.get("/", headers=AUTH, follow_redirects=False)
+        assert (home.status_code, home.headers["location"]) == (303, "/conversations")
+        icon = c.get("/favicon.ico", headers=AUTH)
+        assert icon.status_code == 200 and icon.text.startswith("<svg")
+        assert c.post("/v1/traces", content=b"spans").status_code == 401
+        assert received == []
+        ok = c.post("/v1/traces", content=b"spans", headers=AUTH)
+        assert ok.status_code == 200 and ok.headers["content-security-policy"] == CSP
+        assert received == [("POST", b"spans")]
+    with TestClient(build_app(lambda: EventStore.open(log.url), TOKEN)) as c:
+        assert c.post("/v1/traces", content=b"x", headers=AUTH).status_code == 404
+
+
+def test_a_host_other_than_loopback_is_served_with_a_warning(
+    log: Log, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvicorn
+    from click.testing import CliRunner
+
+    from eventstore.cli.app import cli
+
+    hosts: list[str] = []
+
+    async def serve(self: Any, sockets: Any = None) -> None:  # bind nothing, return at once
+        hosts.append(self.config.host)
+
+    monkeypatch.setattr(uvicorn.Server, "serve", serve)
+    exposed = CliRunner().invoke(cli, ["--db", log.url, "serve", "--host", "0.0.0.0"])
+    local = CliRunner().invoke(cli, ["--db", log.url, "serve"])
+    assert hosts == ["0.0.0.0", "127.0.0.1"]
+    assert "warning: listening on 0.0.0.0, not loopback" in exposed.stderr
+    assert "personal data" in exposed.stderr
+    assert "warning" not in local.stderr
+
+
+def test_a_large_log_is_indexed_in_the_background_while_the_viewer_answers(
+    log: Log,
+) -> None:
+    gate = threading.Event()
+
+    def opener() -> EventStore:
+        store = EventStore.open(log.url)
+        rebuild = store.rebuild
+
+        async def held(*projections: Any) -> Any:  # the index waits until the test says
+            await asyncio.to_thread(gate.wait, TIMEOUT)
+            return await rebuild(*projections)
+
+        store.rebuild = held  # type: ignore[method-assign]
+        return store
+
+    with TestClient(build_app(opener, TOKEN, index_before_serving=0)) as client:
+        for path in ("/api/conversations", "/api/costs", "/api/conversations/c1",
+                     "/api/violations"):
+            waiting = client.get(path, headers=AUTH)
+            assert waiting.status_code == 503, path
+            assert waiting.headers["retry-after"] == "2"
+            assert waiting.json()["error"].startswith("indexing the log: 0 of 0 events")
+        page = client.get("/conversations", headers=AUTH)
+        assert page.status_code == 503 and '<meta http-equiv="refresh" content="2">' in page.text
+        # What needs no index answers at once.
+        assert get(client, "/api/events/1").json()["event"]["seq"] == 1
+        assert get(client, "/subscriptions").status_code == 200
+        gate.set()
+        deadline = time.monotonic() + TIMEOUT
+        while (response := client.get("/api/conversations", headers=AUTH)).status_code == 503:
+            assert time.monotonic() < deadline, "the index was never built"
+            time.sleep(0.02)
+        assert [r["id"] for r in response.json()["conversations"]] == [EVIL_ID, "c2", "c1"]

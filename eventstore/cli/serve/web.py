@@ -40,7 +40,9 @@ from ...events import (
     RecordedEvent,
 )
 from ...query import Query, build_query
+from ...signals import rebuild_progress
 from ...store import EventStore
+from ...subscriptions import Subscription
 from ..base import parse_time
 from ..follow import last_events, reading
 from ..render import compact_json, cost_of, describe, fmt_money, fmt_ms, fmt_time, iso
@@ -51,6 +53,7 @@ from .index import ALERTS, CALL_TYPES, LLM_CALL, ConversationRow, ViewerIndex, c
 
 HERE = Path(__file__).parent
 MAX_PAGE = 500
+INDEX_BEFORE_SERVING = 50_000  # events: about a second of rebuild on a quiet machine
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet log (proxies drop idle streams)
 
 _json = msgspec.json.Encoder(decimal_format="string")
@@ -93,11 +96,41 @@ class Viewer:
     index: ViewerIndex
     live: Live
     mounts: dict[str, ASGIApp] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    indexed: tuple[int, int] = (0, 0)  # (position, head) of the index rebuild so far
+
+    async def build_index(self) -> Subscription:
+        """Rebuild the index from the log, then keep it live with one subscription."""
+
+        def progress(sender: Any, *, position: int, head: int, **_: Any) -> None:
+            self.indexed = (position, head)
+
+        rebuild_progress.connect(progress, sender=self.store, weak=False)
+        try:
+            await self.store.rebuild(self.index)
+        finally:
+            rebuild_progress.disconnect(progress, sender=self.store)
+        self.live.seq = self.index.position
+        # Not durable: the viewer writes nothing, not even a checkpoint.
+        subscription = await self.store.subscribe(self.live.on_event,
+                                                  from_seq=self.index.position + 1)
+        self.ready.set()
+        return subscription
 
 
 def viewer(request: Request) -> Viewer:
     found: Viewer = request.app.state.viewer
     return found
+
+
+def indexed(request: Request) -> Viewer:
+    """The viewer, once its index is built; until then a 503 that says how far it got."""
+    v = viewer(request)
+    if not v.ready.is_set():
+        position, head = v.indexed
+        raise BadRequest(503, f"indexing the log: {position} of {head} events so far; "
+                              "this page appears when it is done")
+    return v
 
 
 # --- request parsing ---------------------------------------------------------------------
@@ -162,7 +195,7 @@ def _conversation_json(row: ConversationRow) -> dict[str, Any]:
 
 
 async def conversations_view(request: Request) -> dict[str, Any]:
-    v = viewer(request)
+    v = indexed(request)
     filters = {"user": _text(request, "user"), "conversation": _text(request, "conversation"),
                "tag": _text(request, "tag"), "after": _text(request, "after"),
                "before": _text(request, "before")}
@@ -245,7 +278,7 @@ def entries(events: list[RecordedEvent]) -> list[dict[str, Any]]:
 
 
 async def conversation_view(request: Request) -> dict[str, Any]:
-    v = viewer(request)
+    v = indexed(request)
     cid: str = request.path_params["conversation_id"]
     row = v.index.conversation(cid)
     if row is None:
@@ -295,7 +328,7 @@ def _rollups(index: ViewerIndex, by: str, limit: int) -> list[dict[str, Any]]:
 async def costs_view(request: Request) -> dict[str, Any]:
     """Totals and rollups (the `limit` costliest groups of each, default 50, and the
     latest `limit` days), from the index: no scan of the log."""
-    index = viewer(request).index
+    index = indexed(request).index
     limit = _limit(request, 50)
     total = index.total
     by_day = _rollups(index, "day", limit)
@@ -311,7 +344,7 @@ async def costs_view(request: Request) -> dict[str, Any]:
 
 
 async def violations_view(request: Request) -> dict[str, Any]:
-    v = viewer(request)
+    v = indexed(request)
     page = await v.store.list_events(type=ALERTS, limit=_limit(request, 100),
                                      cursor=_text(request, "cursor"))
     return {
@@ -368,12 +401,13 @@ TEMPLATES = _templates()
 
 
 def _error(request: Request, status: int, message: str, *, api: bool) -> Response:
+    headers = {"retry-after": "2"} if status == 503 else None
     if api:
-        return Response(_json.encode({"error": message}), status,
+        return Response(_json.encode({"error": message}), status, headers=headers,
                         media_type="application/json")
     html = TEMPLATES.get_template("error.html").render(status=status, message=message,
                                                        nav=_nav(request))
-    return HTMLResponse(html, status)
+    return HTMLResponse(html, status, headers=headers)
 
 
 def _nav(request: Request) -> list[tuple[str, str, bool]]:
@@ -441,7 +475,10 @@ async def tail_stream(request: Request) -> Response:
             position = max(position, head)
             try:
                 async with asyncio.timeout(KEEPALIVE):
-                    await v.live.wait_past(position)
+                    if v.ready.is_set():
+                        await v.live.wait_past(position)
+                    else:  # the live subscription starts with the index: read again then
+                        await v.ready.wait()
             except TimeoutError:
                 yield b": keepalive\n\n"
 
@@ -477,29 +514,39 @@ Receiver = Callable[[EventStore], ASGIApp]
 
 
 def build_app(open_store: Opener, token: str, *, otlp: Receiver | None = None,
-              on_ready: Callable[[Viewer], None] | None = None) -> ASGIApp:
-    """The viewer behind its token gate. `open_store` is called in the app's lifespan; the
-    index is rebuilt from the log before the first request is answered. `otlp`, given the
-    open store, makes the OTLP/HTTP receiver mounted at POST /v1/traces."""
+              index_before_serving: int = INDEX_BEFORE_SERVING) -> ASGIApp:
+    """The viewer behind its token gate. `open_store` is called in the app's lifespan.
+    A log of at most `index_before_serving` events is indexed before the first request is
+    answered; a larger one is indexed in the background while the pages that need the
+    index answer 503 with the progress. `otlp`, given the open store, makes the OTLP/HTTP
+    receiver mounted at POST /v1/traces."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_store() as store:
             index = ViewerIndex()
-            await store.rebuild(index)
-            live = Live(index)
-            live.seq = index.position
-            # Not durable: the viewer writes nothing, not even a checkpoint.
-            subscription = await store.subscribe(live.on_event, from_seq=index.position + 1)
-            app.state.viewer = Viewer(store, index, live)
+            v = app.state.viewer = Viewer(store, index, Live(index))
             if otlp is not None:
-                app.state.viewer.mounts["otlp"] = otlp(store)
-            if on_ready is not None:
-                on_ready(app.state.viewer)
+                v.mounts["otlp"] = otlp(store)
+            subscription: Subscription | None = None
+            builder: asyncio.Task[Subscription] | None = None
+            if await store.head() <= index_before_serving:
+                subscription = await v.build_index()
+            else:  # a large log: serve now, say how far the index is until it is done
+                builder = asyncio.create_task(v.build_index())
             try:
                 yield
             finally:
-                await subscription.stop()
+                if builder is not None:
+                    if builder.done() and not builder.cancelled() \
+                            and builder.exception() is None:
+                        subscription = builder.result()
+                    else:
+                        builder.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await builder
+                if subscription is not None:
+                    await subscription.stop()
 
     routes = [
         Route("/", home),
