@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jinja2
 import msgspec
@@ -291,7 +291,8 @@ async def conversation_view(request: Request) -> dict[str, Any]:
         "events": page.events,
         "entries": entries(page.events),
         "next_cursor": page.next_cursor,
-        "next_link": _link(f"/conversations/{cid}", {"limit": _text(request, "limit"),
+        "next_link": _link(f"/conversations/{quote(cid, safe='')}",
+                           {"limit": _text(request, "limit"),
                                                       "cursor": page.next_cursor})
         if page.next_cursor else None,
     }
@@ -394,6 +395,8 @@ def _templates() -> jinja2.Environment:
     env.filters["money"] = fmt_money
     env.filters["when"] = fmt_time
     env.filters["json"] = compact_json
+    # One path segment: "/" and ".." in an id stay inside the link, escaped.
+    env.filters["segment"] = lambda value: quote(str(value), safe="")
     return env
 
 
