@@ -614,3 +614,54 @@ async def test_the_token_redirect_never_leaves_the_host() -> None:
     headers = dict(sent[0]["headers"])
     assert sent[0]["status"] == 303
     assert headers[b"location"] == b"/evil.example/x?a=1"
+
+
+def test_record_llm_call_shows_one_card_and_its_exact_request_one_click_away(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'llm.db'}"
+    request = {"model": "gpt-4o", "temperature": 0.2,
+               "messages": [{"role": "system", "content": "be brief"},
+                            {"role": "user", "content": "hi <b>there</b>"}]}
+    response = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o",
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                    "role": "assistant", "content": "looking it up",
+                    "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                        "name": "lookup", "arguments": '{"q":1}'}}]}}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}
+
+    async def seed() -> list[RecordedEvent]:
+        async with EventStore.open(url) as store:
+            priced = await store.record_llm_call(
+                provider="openai", model="gpt-4o", request=request, response=response,
+                latency_ms=321.5, conversation_id="k", user_id="u")
+            failed = await store.record_llm_call(
+                provider="acme", model="mystery", latency_ms=10.0, response=None,
+                request={"model": "mystery", "messages": [{"role": "user", "content": "x"}]},
+                error={"type": "APIError", "message": "boom", "status_code": 500},
+                conversation_id="k", user_id="u")
+            return [priced, failed]
+
+    priced, failed = asyncio.run(seed())
+    with TestClient(build_app(lambda: EventStore.open(url), TOKEN)) as client:
+        (row,) = api(client, "/api/conversations")["conversations"]
+        assert (row["calls"], row["unpriced_calls"]) == (2, 1)
+        assert Decimal(row["cost"]) > 0
+        body = get(client, "/conversations/k").text
+        assert body.count('<div class="call"') == 2
+        assert '<span class="model">openai/gpt-4o</span>' in body and "322 ms" in body
+        assert "12 in / 3 out" in body
+        assert f'<a class="request" href="/events/{priced.seq}">request</a>' in body
+        assert "tool call: <code>" + str(escape('{"id":"call_1","name":"lookup",'
+                                              '"arguments":"{\\"q\\":1}"}')) in body
+        assert str(escape('error: {"type":"APIError","message":"boom","status_code":500}')) \
+            in body
+        assert '<span class="cost">unpriced</span>' in body
+        doc = api(client, f"/api/events/{priced.seq}")
+        assert doc["call"]["request"] == request  # rebuilt from the referenced messages
+        assert doc["call"]["response"] == response
+        page = html.unescape(get(client, f"/events/{priced.seq}").text)
+        assert "request, exactly as sent" in page
+        assert '"content": "hi <b>there</b>"' in page
+        assert api(client, f"/api/events/{priced.seq + 1}")["call"] is None  # its cost record
+        assert api(client, f"/api/events/{failed.seq}")["call"]["response"] is None

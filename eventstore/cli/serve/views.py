@@ -169,8 +169,11 @@ def entry(event: RecordedEvent) -> dict[str, Any]:
     if event.type == MESSAGE_SENT and isinstance(data.get("content"), str):
         role = str(data.get("role", "message"))
         kind = role if role in ("user", "assistant", "system", "tool") else "other"
+        tool_calls = data.get("tool_calls")
         return {**base, "kind": "message", "role": role, "side": kind,
-                "text": data["content"], "tokens": data.get("tokens")}
+                "text": data["content"], "tokens": data.get("tokens"),
+                "tool_calls": [compact_json(t) for t in tool_calls]
+                if isinstance(tool_calls, list) else []}
     if event.type in CALL_TYPES and isinstance(data.get("model"), str):
         return {**base, "kind": "call", "call": _call_view(event)}
     if event.type in ALERTS or event.type == POLICY_VIOLATION:
@@ -235,10 +238,28 @@ async def event_view(request: Request) -> dict[str, Any]:
             break
     if found is None:
         raise BadRequest(404, f"no event #{seq}")
-    return {"event": found, "time": fmt_time(found.recorded_at),
-            "data_json": msgspec.json.format(_json.encode(found.data), indent=2).decode(),
-            "metadata_json": msgspec.json.format(_json.encode(found.metadata),
-                                                 indent=2).decode()}
+    call = await _exact_call(v, found)
+    return {"event": found, "time": fmt_time(found.recorded_at), "call": call,
+            "data_json": _pretty(found.data), "metadata_json": _pretty(found.metadata),
+            "request_json": _pretty(call["request"]) if call else None,
+            "response_json": _pretty(call["response"]) if call else None}
+
+
+def _pretty(value: Any) -> str:
+    return msgspec.json.format(_json.encode(value), indent=2).decode()
+
+
+async def _exact_call(v: Viewer, event: RecordedEvent) -> dict[str, Any] | None:
+    """For an llm_call, the request exactly as sent (its messages are stored once per
+    conversation and referenced, so it is rebuilt by the store's call reader) and the
+    response. Only within a conversation: a call outside one would mean reading the log."""
+    if event.type != LLM_CALL or event.conversation_id is None:
+        return None
+    for call in await v.store.calls(conversation_id=event.conversation_id,
+                                    after=event.occurred_at, before=event.occurred_at):
+        if call.id == event.id:
+            return {"request": call.request, "response": call.response}
+    return None
 
 
 def _rollups(index: ViewerIndex, by: str, limit: int) -> list[dict[str, Any]]:
