@@ -137,3 +137,11 @@ def validate(event: Any) -> Event:
 def decode_event(document: bytes) -> Event:
     """An event as it reads back from the log (Decimal and datetime values become strings)."""
     return _event_decoder.decode(document)
+
+
+def prepare(event: Event) -> PreparedEvent:
+    """An event ready for `Backend.commit_group` as it is, with no hooks and no encryption
+    (what backend tests and tools commit; the store's write path adds those steps)."""
+    body = encode_event(validate(event))
+    visible = decode_event(body)
+    return PreparedEvent(visible=visible, body=body, digest=digest_of(visible))

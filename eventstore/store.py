@@ -24,6 +24,7 @@ from anyio.abc import TaskGroup
 from . import signals
 from .backends import backend_for_url
 from .backends.base import Backend
+from .backends.protocols import KeyStore
 from .codec import PreparedEvent, decode_event, digest_of, encode_event, validate
 from .cursor import CursorCodec
 from .errors import (
@@ -263,7 +264,7 @@ class EventStore:
         """With encryption, a retry of a forgotten user's event cannot match what is stored:
         its fingerprint was keyed with the destroyed key. Say so rather than "different
         content"; the stored copy stays erased either way."""
-        if self.encryption is None:
+        if self.encryption is None or not isinstance(self.backend, KeyStore):
             return exc
         user_id = next((p.visible.user_id for p in prepared
                         if p.visible.id == exc.event_id), None)

@@ -39,8 +39,6 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._in_flight: asyncio.Event | None = None  # set once the group has signalled
-        self.groups = 0
-        self.events = 0
 
     async def submit(self, prepared: Sequence[PreparedEvent]) -> list[RecordedEvent]:
         if self._closing:
@@ -111,8 +109,6 @@ class GroupCommitWriter:
                 if not future.done():
                     future.set_exception(error)
             return
-        self.groups += 1
-        self.events += len(committed)
         for (_, future), outcome in zip(group, outcomes, strict=True):
             if future.done():
                 continue  # cancelled while committing: the write stands, nobody is waiting
@@ -130,9 +126,3 @@ class GroupCommitWriter:
         """Refuse new appends; `run` returns once everything queued is committed."""
         self._closing = True
         self._wakeup.set()
-
-    def fail_pending(self, error: BaseException) -> None:
-        while self._queue:
-            _, future = self._queue.popleft()
-            if not future.done():
-                future.set_exception(error)

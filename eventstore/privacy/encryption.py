@@ -72,7 +72,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -80,6 +80,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..backends.protocols import KeyStore
 from ..errors import EncryptionError, InvalidEventError
 from ..events import Event, RecordedEvent
 
@@ -258,7 +259,7 @@ class Encryption:
         if master_key is not None:  # fail at construction for a malformed literal key
             _decode_master_key(master_key, "master_key=")
         self._wrap: AESGCM | None = None
-        self._backend: Backend | None = None
+        self._backend: KeyStore | None = None
         self._keys: OrderedDict[str, _Key] = OrderedDict()
         # Bumped by every forget: a key-table answer read before a forget finished must not
         # be cached after it.
@@ -299,12 +300,12 @@ class Encryption:
     async def bind(self, backend: Backend) -> None:
         """At store start: check the master key against the store's key-check value
         (recorded by the first start) and keep the backend to load keys from."""
-        if self._backend is not None and self._backend is not backend:
+        if self._backend is not None and self._backend is not cast(object, backend):
             raise EncryptionError(
                 "this Encryption is already used by another store; create one Encryption per "
                 "store (its key cache belongs to one store's key table)"
             )
-        if not callable(getattr(backend, "load_keys", None)):
+        if not isinstance(backend, KeyStore):
             raise EncryptionError(
                 f"the {type(backend).__name__} backend cannot store encryption keys"
             )
@@ -343,7 +344,7 @@ class Encryption:
         return _Key(record.generation, AESGCM(secret),
                     _derive(secret, b"eventstore/v1/digest"), time.monotonic())
 
-    def _backend_or_fail(self) -> Backend:
+    def _backend_or_fail(self) -> KeyStore:
         if self._backend is None or self._wrap is None:
             raise EncryptionError("encryption is not bound to an open store")
         return self._backend
@@ -418,7 +419,7 @@ class Encryption:
                 self._wanted = {}
                 raise
 
-    async def _create_key(self, backend: Backend, user_id: str,
+    async def _create_key(self, backend: KeyStore, user_id: str,
                           newest: KeyRecord | None) -> _Key:
         assert self._wrap is not None
         for _ in range(10):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .. import signals
+from ..backends.protocols import CommitListener
 from .subscription import Status, Subscription
 
 if TYPE_CHECKING:
@@ -49,8 +50,8 @@ class Guardian:
         """Run one tick now; returns the repairs made."""
         self.ticks += 1
         made: list[str] = []
-        listener_check = getattr(self.store.backend, "check_listener", None)
-        if listener_check is not None and await listener_check():
+        backend = self.store.backend
+        if isinstance(backend, CommitListener) and await backend.check_listener():
             made.append("relistened")
             self._repaired(None, "relistened", "the notification listener was reconnected")
         head: int | None = None

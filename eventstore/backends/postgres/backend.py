@@ -45,6 +45,7 @@ from ...codec import PreparedEvent, decode_recorded
 from ...errors import BackendError, SchemaVersionError
 from ...events import RecordedEvent
 from ...query import Query
+from ...rollup import CostFilters, CostTotals
 from ..base import (
     Checkpoint,
     KeyRecord,
@@ -57,57 +58,21 @@ from ..base import (
     plan_group,
     request_ids,
 )
+from ..derived import Deltas
+from ..schema import MIGRATIONS, SCHEMA_VERSION, postgres_types, statements
+from .derived import DerivedWrite, PostgresCounts, PostgresRollup, cost_totals, counts_sql
 
 log = logging.getLogger("eventstore.postgres")
 
-SCHEMA_VERSION = 2
-
 _COLUMNS = ("seq", "id", "type", "conversation_id", "user_id", "recorded_at", "digest", "body")
+_DERIVED_SINCE = 3  # the schema version that added the derived tables
+_REBUILD_BATCH = 5_000
 
 
-def _migrations(s: str) -> dict[int, tuple[str, ...]]:
+def _migrations(s: str) -> dict[int, list[str]]:
     """Each entry upgrades the schema `s` (quoted) from version N-1 to N, in one transaction."""
-    return {
-        1: (
-            f"""CREATE TABLE {s}.events (
-                seq bigint PRIMARY KEY,
-                id text NOT NULL UNIQUE,
-                type text NOT NULL,
-                conversation_id text,
-                user_id text,
-                recorded_at bigint NOT NULL,
-                digest bytea NOT NULL,
-                body bytea NOT NULL
-            )""",
-            # recorded_at is integer microseconds, as in SQLite: exact, and the same bounds
-            # Query already computes. body is bytea, not jsonb, because the stored document
-            # must read back byte for byte (jsonb reorders keys and drops duplicates).
-            # One index per filter, each ending in seq, so a filtered page is an index
-            # range read in seq order: no sort, no table scan, and counts can be index-only.
-            f"CREATE INDEX events_by_conversation ON {s}.events (conversation_id, seq)",
-            f"CREATE INDEX events_by_user ON {s}.events (user_id, seq)",
-            f"CREATE INDEX events_by_type ON {s}.events (type, seq)",
-            f"CREATE INDEX events_by_recorded_at ON {s}.events (recorded_at, seq)",
-            f"""CREATE TABLE {s}.checkpoints (
-                name text PRIMARY KEY,
-                position bigint NOT NULL,
-                state bytea,
-                updated_at bigint NOT NULL
-            )""",
-        ),
-        2: (
-            # Per-user data keys for crypto-shredding (eventstore.encryption). A forgotten
-            # generation keeps its row with wrapped = NULL: the tombstone.
-            f"""CREATE TABLE {s}.data_keys (
-                user_id text NOT NULL,
-                generation integer NOT NULL,
-                wrapped bytea,
-                created_at bigint NOT NULL,
-                forgotten_at bigint,
-                PRIMARY KEY (user_id, generation)
-            )""",
-        ),
-    }
+    types = postgres_types(f"{s}.")
+    return {version: statements(version, types) for version in sorted(MIGRATIONS)}
 
 
 _EVERYTHING = Query()
@@ -249,6 +214,9 @@ class PostgresBackend:
         self._relisten_lock = asyncio.Lock()
         self._relisten_task: asyncio.Task[None] | None = None
         self._relistened = False
+        # Derived writes in each commit's transaction (see eventstore.backends.derived):
+        # the integrity tree appends its writer here too.
+        self.derived_writers: list[DerivedWrite] = [PostgresRollup(s), PostgresCounts(s)]
 
     # --- errors ------------------------------------------------------------------------
 
@@ -349,6 +317,8 @@ class PostgresBackend:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in migrations[version]:
                     await conn.execute(statement)
+                if version == _DERIVED_SINCE and current > 0:
+                    await self._rebuild_derived(conn)
             meta = {"schema_version": str(SCHEMA_VERSION).encode(),
                     "secret": meta.get("secret") or os.urandom(32)}
             await conn.executemany(
@@ -357,6 +327,20 @@ class PostgresBackend:
                 list(meta.items()),
             )
         return meta
+
+    async def _rebuild_derived(self, conn: Any) -> None:
+        """Feed every stored event to the derived writers again (the migration that adds
+        the derived tables, on a log that has events)."""
+        after = 0
+        while True:
+            rows = await conn.fetch(f"SELECT seq, body FROM {self._s}.events WHERE seq > $1 "
+                                    "ORDER BY seq LIMIT $2", after, _REBUILD_BATCH)
+            if not rows:
+                return
+            deltas = Deltas(decode_recorded(body) for _, body in rows)
+            for write in self.derived_writers:
+                await write(conn, [], deltas)
+            after = rows[-1][0]
 
     async def close(self) -> None:
         self._closing = True
@@ -436,6 +420,10 @@ class PostgresBackend:
                     await conn.execute("ROLLBACK")  # only retries of stored events
                     return plan.outcomes, []
                 commit = await self._insert(conn, plan.rows, now_micros)
+                if self.derived_writers:
+                    deltas = Deltas.of_rows(plan.rows)
+                    for write in self.derived_writers:
+                        await write(conn, plan.rows, deltas)
                 committing = True
                 await conn.execute(commit)
         except Exception as exc:
@@ -502,6 +490,9 @@ class PostgresBackend:
             # Seqs are 1..head with no hole (see the module docstring) and nothing is ever
             # deleted, so the head is the count, without PostgreSQL's full scan for count(*).
             return await self.head()
+        if query.after is None and query.before is None:
+            ((n,),) = await self._fetch("counting events", *counts_sql(self._s, query))
+            return int(n)
         where, params = where_clause(query, 0, f"{self._s}.events")
         ((n,),) = await self._fetch("counting events",
                                     f"SELECT count(*) FROM {self._s}.events WHERE {where}",
@@ -512,6 +503,18 @@ class PostgresBackend:
         ((n,),) = await self._fetch("reading the head",
                                     f"SELECT coalesce(max(seq), 0) FROM {self._s}.events")
         return int(n)
+
+    async def cost_totals(self, filters: CostFilters) -> CostTotals:
+        """Totals of the matching model calls from the rollup (see eventstore.rollup)."""
+        try:
+            async with self._connection() as conn:
+                return await cost_totals(conn, self._s, filters)
+        except Exception as exc:
+            raise self._error("summing costs", exc) from exc
+
+    def unlisten(self, on_head: Callable[[int], None]) -> None:
+        if on_head in self._head_callbacks:
+            self._head_callbacks.remove(on_head)
 
     async def secret(self) -> bytes:
         if self._secret is None:
