@@ -150,10 +150,16 @@ async def test_sum_cost_filters_combine_with_and(
 
 
 async def test_sum_cost_time_bounds(store: EventStore) -> None:
+    # Cost questions bound the call's time (occurred_at), not the commit's (DESIGN).
     recs = await seed_costs(store)
-    lo, hi = recs[3].recorded_at, recs[10].recorded_at
+    late = await store.record_cost(provider="openai", model="gpt-4o", input_tokens=5,
+                                   output_tokens=5, pricing=PRICES,
+                                   occurred_at=recs[5].occurred_at)
+    recs.append(late)  # recorded last, but a call made between recs[3] and recs[10]
+    lo, hi = recs[3].occurred_at, recs[10].occurred_at
     expected = sum((Decimal(r.data["total_cost"]) for r in recs
-                    if lo <= r.recorded_at <= hi), Decimal(0))
+                    if lo <= r.occurred_at <= hi), Decimal(0))
+    assert late.recorded_at > hi
     assert await store.sum_cost(after=lo, before=hi) == expected
     assert await store.sum_cost(after=hi + timedelta(days=1)) == 0
     with pytest.raises(InvalidQueryError):
@@ -285,9 +291,9 @@ async def test_a_changed_projection_version_is_rebuilt_not_resumed(
 
 
 async def test_rebuild_reports_progress(store: EventStore, monkeypatch: Any) -> None:
-    import eventstore.store as store_module
+    import eventstore.projections.runner as runner_module
 
-    monkeypatch.setattr(store_module, "PROGRESS_EVERY", 5)
+    monkeypatch.setattr(runner_module, "PROGRESS_EVERY", 5)
     await seed_costs(store)
     head = await store.head()
     seen: list[tuple[int, int]] = []
