@@ -21,7 +21,7 @@ from eventstore import EventStore
 PG_URL = os.environ.get("EVENTSTORE_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("EVENTSTORE_REQUIRE_PG") == "1"
 HAVE_PG_BACKEND = importlib.util.find_spec("eventstore.backends.postgres") is not None
-BACKENDS = ["memory", "sqlite", *(["postgres"] if HAVE_PG_BACKEND else [])]
+BACKENDS = ["memory", "sqlite", "jsonl", *(["postgres"] if HAVE_PG_BACKEND else [])]
 
 _pg_state: dict[str, Any] = {}
 
@@ -77,6 +77,8 @@ class StoreFactory:
             self.url = f"memory://test-{token}"
         elif kind == "sqlite":
             self.url = f"sqlite:///{tmp_path / 'events.db'}"
+        elif kind == "jsonl":
+            self.url = f"jsonl:///{tmp_path / 'events'}"
         else:
             self.url = PG_URL
         self.opened: list[EventStore] = []

@@ -1,4 +1,5 @@
-"""A child process that appends to one SQLite eventstore file (used by tests/test_sqlite.py).
+"""A child process that appends to one eventstore (used by tests/test_sqlite.py and
+tests/test_jsonl.py). DB is a SQLite file path or a store URL.
 
     python tests/kill_writer.py DB stream [--tag T] [--batch-size 50] [--writers 4]
         Appends forever, until killed: one task appends batches with append_many (batch k
@@ -90,7 +91,8 @@ async def main() -> None:
     parser.add_argument("--singles", type=int, default=20)
     parser.add_argument("--batches", type=int, default=1)
     args = parser.parse_args()
-    async with EventStore.open(f"sqlite:///{args.db}") as store:
+    url = args.db if "://" in args.db else f"sqlite:///{args.db}"
+    async with EventStore.open(url) as store:
         if args.mode == "stream":
             await stream(store, args.tag, args.batch_size, args.writers)
         else:

@@ -57,7 +57,7 @@ def file_bytes(*paths: Path) -> bytes:
 
 
 def dir_bytes(directory: Path) -> bytes:
-    return file_bytes(*directory.iterdir())
+    return file_bytes(*(p for p in sorted(directory.rglob("*")) if p.is_file()))
 
 
 async def stored_bytes(store: EventStore, factory: StoreFactory) -> bytes:
@@ -66,6 +66,8 @@ async def stored_bytes(store: EventStore, factory: StoreFactory) -> bytes:
     if factory.kind == "sqlite":
         path = Path(store.backend.path)  # type: ignore[attr-defined]
         return file_bytes(path, Path(f"{path}-wal"))
+    if factory.kind == "jsonl":
+        return dir_bytes(Path(store.backend.directory))  # type: ignore[attr-defined]
     if factory.kind == "postgres":
         import asyncpg
 
@@ -103,6 +105,19 @@ async def rewrite_body(store: EventStore, factory: StoreFactory, seq: int,
         finally:
             conn.close()
         return
+    if factory.kind == "jsonl":
+        jsonl: Any = store.backend
+        for path in Path(jsonl.directory).glob("events-*.jsonl"):  # noqa: ASYNC240
+            lines = path.read_bytes().splitlines(keepends=True)
+            for i, line in enumerate(lines):
+                doc = msgspec.json.decode(line)
+                if doc["seq"] == seq:
+                    change(doc)
+                    lines[i] = msgspec.json.encode(doc) + b"\n"
+                    path.write_bytes(b"".join(lines))
+                    jsonl.reindex()
+                    return
+        raise AssertionError(f"no line with seq {seq}")
     import asyncpg
 
     pg = await asyncpg.connect(PG_URL)

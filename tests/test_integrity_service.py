@@ -172,6 +172,14 @@ async def test_swapped_events_are_caught_at_the_first() -> None:
     assert (report.ok, report.first_bad_seq) == (False, 9)
 
 
+async def test_a_repeated_seq_is_caught() -> None:
+    tree = make_store(20)
+    tree.events.append(make_leaf(7, data="a second seq 7"))
+    report = await Integrity(tree, ORIGIN).verify(batch=5)
+    assert (report.ok, report.first_bad_seq) == (False, 8)
+    assert "seq 7 appears again" in report.problems[0]
+
+
 async def test_inserted_event_is_caught() -> None:
     tree = make_store(40)
     tree.events.append(make_leaf(41))
@@ -204,6 +212,17 @@ async def test_truncated_log_is_caught_against_an_older_checkpoint() -> None:
     report = await integrity.verify(checkpoint)
     assert (report.ok, report.first_bad_seq) == (False, 32)
     assert "truncated" in report.problems[0]
+
+
+async def test_a_fault_below_the_checkpoint_is_reported_at_its_seq() -> None:
+    tree = make_store(40)
+    integrity = Integrity(tree, ORIGIN)
+    checkpoint = await integrity.checkpoint()
+    _edit(tree, 20, conversation_id="c2")
+    report = await integrity.verify(checkpoint)
+    assert (report.ok, report.first_bad_seq, report.size) == (False, 20, 19)
+    assert "seq 20 was altered" in report.problems[0]
+    assert "could not be checked past the first bad seq 20" in report.problems[1]
 
 
 async def test_whole_database_rewrite_is_caught_against_an_earlier_checkpoint() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from eventstore import Event, EventStore, RecordedEvent, SubscriptionError, signals
+from eventstore.backends.jsonl import JsonlBackend
 from eventstore.backends.memory import MemoryBackend
 from eventstore.backends.sqlite import SQLiteBackend
 from eventstore.subscriptions import Status
@@ -274,6 +275,8 @@ async def test_guardian_catches_up_an_idle_subscription_left_behind(
         elif isinstance(store.backend, SQLiteBackend):
             assert store.backend.watcher is not None
             store.backend.watcher.close()
+        elif isinstance(store.backend, JsonlBackend):
+            store.backend.stop_watching()
         rec = await other.append(message(1))
         if open_store.kind == "postgres":  # a lost listener is tested in test_postgres
             await wait_for(lambda: seen == [rec.seq])  # LISTEN/NOTIFY woke it

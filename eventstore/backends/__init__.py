@@ -53,6 +53,7 @@ BackendFactory = Callable[..., Backend]
 its scheme; options are the keyword arguments of `EventStore.open` meant for it."""
 
 SQLITE_URL_OPTIONS = frozenset({"synchronous", "busy_timeout", "create", "watch_interval"})
+JSONL_URL_OPTIONS = frozenset({"synchronous", "lock_timeout", "create", "watch_interval"})
 # eventstore's own options in a postgresql:// query string; the rest go to asyncpg.
 POSTGRES_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "schema": str, "pool_size": int, "min_pool_size": int, "command_timeout": float,
@@ -102,6 +103,29 @@ def _sqlite(url: str, **options: Any) -> Backend:
         raise UnsupportedURLError(f"bad SQLite URL option in {url!r}: {exc}") from exc
 
 
+def _jsonl(url: str, **options: Any) -> Backend:
+    from .jsonl import JsonlBackend
+
+    parts = urlsplit(url)
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if parts.netloc or not path:
+        raise UnsupportedURLError(
+            f"jsonl URL {url!r} has no directory; use jsonl:///relative/dir or "
+            "jsonl:////absolute/dir"
+        )
+    given: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = set(given) - JSONL_URL_OPTIONS
+    if unknown:
+        raise UnsupportedURLError(
+            f"unknown jsonl URL option(s) {', '.join(sorted(unknown))}; known: "
+            f"{', '.join(sorted(JSONL_URL_OPTIONS))}"
+        )
+    try:
+        return JsonlBackend(path, **given, **options)
+    except (TypeError, ValueError) as exc:
+        raise UnsupportedURLError(f"bad jsonl URL option in {url!r}: {exc}") from exc
+
+
 def _postgres(url: str, **options: Any) -> Backend:
     try:
         from .postgres import PostgresBackend
@@ -123,6 +147,7 @@ def _postgres(url: str, **options: Any) -> Backend:
 _SCHEMES: dict[str, BackendFactory] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "jsonl": _jsonl,
     "postgresql": _postgres,
     "postgres": _postgres,
 }
@@ -155,9 +180,10 @@ def backend_for_url(url: str, **options: Any) -> Backend:
 
     `memory://` (private) or `memory://name` (shared in-process), `sqlite:///relative.db`,
     `sqlite:////absolute.db` (options synchronous, busy_timeout, create, watch_interval),
-    `postgresql://user@host:port/db` (options schema, pool_size, min_pool_size,
-    command_timeout, connect_timeout; others go to asyncpg), and every scheme added with
-    `register_scheme`.
+    `jsonl:///relative/dir`, `jsonl:////absolute/dir` (options synchronous, lock_timeout,
+    create, watch_interval), `postgresql://user@host:port/db` (options schema, pool_size,
+    min_pool_size, command_timeout, connect_timeout; others go to asyncpg), and every
+    scheme added with `register_scheme`.
     """
     if not isinstance(url, str):
         raise UnsupportedURLError(f"store URL must be a string, got {type(url).__name__}")

@@ -20,7 +20,7 @@ from eventstore.integrity.errors import (
     NoteVerificationError,
     ProofRequestError,
 )
-from eventstore.integrity.leaf import StoredLeaf, encode_leaf
+from eventstore.integrity.leaf import StoredLeaf, hash_leaves
 from eventstore.integrity.merkle import (
     CompactRange,
     NodeKey,
@@ -29,7 +29,6 @@ from eventstore.integrity.merkle import (
     frontier,
     inclusion_from,
     inclusion_keys,
-    leaf_hash,
     root_from,
     root_keys,
 )
@@ -228,32 +227,12 @@ class Integrity:
             page = await self.tree.stored_leaves(next_seq, batch)
             if not page:
                 break
-            good: list[bytes] = []
-            for leaf in page:
-                if leaf.seq != next_seq:
-                    first_bad = next_seq
-                    if leaf.seq > next_seq:
-                        gap = f"{next_seq}" if leaf.seq == next_seq + 1 else (
-                            f"{next_seq}..{leaf.seq - 1}"
-                        )
-                        problems.append(
-                            f"seq {gap} missing: the log jumps from seq {next_seq - 1} to "
-                            f"{leaf.seq} (an event was deleted)"
-                        )
-                    else:
-                        problems.append(
-                            f"seq {leaf.seq} appears out of order after seq {next_seq - 1}"
-                        )
-                    break
-                if leaf.seq > size:
-                    first_bad = leaf.seq
-                    problems.append(
-                        f"seq {leaf.seq} is not in the tree (the tree has {size} leaves): "
-                        "an event was inserted without going through the store"
-                    )
-                    break
-                good.append(leaf_hash(encode_leaf(leaf)))
-                next_seq += 1
+            count, fault = _contiguous_prefix(page, next_seq, size)
+            if fault is not None:
+                first_bad, problem = fault
+                problems.append(problem)
+            good = hash_leaves(page[:count])
+            next_seq += count
             if good:
                 start = cr.size
                 stored = await self.tree.tree_nodes(
@@ -288,13 +267,17 @@ class Integrity:
         if cp is not None:
             if cp.size == 0:
                 cp_root = CompactRange().root()
-            if cp.size > cr.size:
+            if cp.size > cr.size and first_bad is not None:
                 problems.append(
-                    f"the log has {cr.size} good events but the checkpoint covers {cp.size}: "
-                    "the log was truncated or events were removed since"
+                    f"the checkpoint (size {cp.size}) could not be checked past the first "
+                    f"bad seq {first_bad}"
                 )
-                if first_bad is None:
-                    first_bad = cr.size + 1
+            elif cp.size > cr.size:
+                first_bad = cr.size + 1
+                problems.append(
+                    f"the log has {cr.size} events but the checkpoint covers {cp.size}: "
+                    f"seq {cr.size + 1} on were removed since (the log was truncated)"
+                )
             elif cp_root != cp.root:
                 problems.append(
                     f"the log does not extend the checkpoint: its first {cp.size} events "
@@ -322,3 +305,34 @@ class Integrity:
                 )
                 return lo + 1
         return None
+
+
+def _contiguous_prefix(
+    page: Sequence[StoredLeaf], next_seq: int, size: int
+) -> tuple[int, tuple[int, str] | None]:
+    """How many leaves of `page` continue the log from `next_seq` without a gap and
+    within the tree's `size`, and the first fault after them (its seq and what it is)."""
+    last = page[-1].seq
+    if page[0].seq == next_seq and last == next_seq + len(page) - 1 and last <= size:
+        return len(page), None  # the common case: checked by its two ends
+    for count, leaf in enumerate(page):
+        expected = next_seq + count
+        if leaf.seq > expected:
+            gap = f"{expected}" if leaf.seq == expected + 1 else f"{expected}..{leaf.seq - 1}"
+            return count, (
+                expected,
+                f"seq {gap} missing: the log jumps from seq {expected - 1} to {leaf.seq} "
+                "(an event was deleted)",
+            )
+        if leaf.seq < expected:
+            return count, (
+                expected,
+                f"seq {leaf.seq} appears again or out of order after seq {expected - 1}",
+            )
+        if leaf.seq > size:
+            return count, (
+                leaf.seq,
+                f"seq {leaf.seq} is not in the tree (the tree has {size} leaves): an event "
+                "was inserted without going through the store",
+            )
+    return len(page), None

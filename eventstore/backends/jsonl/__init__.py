@@ -1,0 +1,5 @@
+"""The jsonl backend: JSON-lines files, one per UTC day, shared by several processes."""
+
+from .backend import JsonlBackend
+
+__all__ = ["JsonlBackend"]
