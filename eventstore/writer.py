@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from .backends.base import Backend
 from .codec import PreparedEvent
@@ -28,7 +28,7 @@ class GroupCommitWriter:
     def __init__(
         self,
         backend: Backend,
-        on_commit: Callable[[list[RecordedEvent]], None],
+        on_commit: Callable[[list[RecordedEvent]], Awaitable[None]],
         *,
         max_group: int = 5_000,
     ) -> None:
@@ -117,8 +117,11 @@ class GroupCommitWriter:
             else:
                 future.set_exception(outcome)
         if committed:
+            # The callers' futures are resolved but they run only once this task yields:
+            # on_commit signals first (it does not yield unless it must re-read events
+            # of a user forgotten meanwhile), so a caller sees its event signalled.
             try:
-                self._on_commit(committed)
+                await self._on_commit(committed)
             except Exception:  # the commit stands whatever a listener does
                 log.exception("post-commit dispatch failed")
 
