@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .backends.protocols import KeyStore
-from .codec import PreparedEvent, decode_event, digest_of, encode_event, recorded, validate
+from .codec import PreparedEvent, digest_of, encode_event, encode_visible, recorded, validate
 from .errors import DuplicateEventError, InvalidEventError, RedactionError
 from .events import Event, RecordedEvent
 from .privacy.hooks import RedactHook, copies_on_write, run_hooks
@@ -68,8 +68,7 @@ class WritePipeline:
                 raise RedactionError(
                     f"a redact hook produced an invalid event ({exc}); nothing was written"
                 ) from exc
-        body = encode_event(event)
-        visible = decode_event(body)  # what a read gives back: callers see the same
+        body, visible = encode_visible(event)  # visible: what a read gives back
         digest = digest_of(visible)
         if self.encryption is not None:  # what is stored differs from what callers see
             sealed, digest = await self.encryption.seal_with_digest(visible, digest)

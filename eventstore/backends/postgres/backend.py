@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from ...clock import from_micros, to_micros, utcnow
-from ...codec import PreparedEvent, decode_recorded
+from ...codec import PreparedEvent, decode_stored
 from ...errors import BackendError, SchemaVersionError
 from ...events import RecordedEvent
 from ...query import Query
@@ -202,7 +202,7 @@ class PostgresBackend:
             f"FROM (SELECT 1) AS one LEFT JOIN (SELECT seq, recorded_at FROM {s}.events "
             "ORDER BY seq DESC LIMIT 1) AS last ON true "
             "UNION ALL "
-            f"SELECT id, digest, body, NULL, NULL, NULL FROM {s}.events "
+            f"SELECT id, digest, body, seq, NULL, NULL FROM {s}.events "
             "WHERE id = ANY($1::text[])"
         )
 
@@ -214,6 +214,7 @@ class PostgresBackend:
         self._relisten_lock = asyncio.Lock()
         self._relisten_task: asyncio.Task[None] | None = None
         self._relistened = False
+        self._tracer: Callable[[Any], None] | None = None
         # Derived writes in each commit's transaction (see eventstore.backends.derived):
         # the integrity tree appends its writer here too.
         self.derived_writers: list[DerivedWrite] = [PostgresRollup(s), PostgresCounts(s)]
@@ -337,7 +338,7 @@ class PostgresBackend:
                                     "ORDER BY seq LIMIT $2", after, _REBUILD_BATCH)
             if not rows:
                 return
-            deltas = Deltas(decode_recorded(body) for _, body in rows)
+            deltas = Deltas(decode_stored(seq, body) for seq, body in rows)
             for write in self.derived_writers:
                 await write(conn, [], deltas)
             after = rows[-1][0]
@@ -366,6 +367,9 @@ class PostgresBackend:
         if pool is None:
             raise BackendError("the PostgreSQL backend is not open")
         conn = await pool.acquire(timeout=self._connect_timeout)
+        tracer = self._tracer
+        if tracer is not None:
+            conn.add_query_logger(tracer)
         try:
             yield conn
         except BaseException:
@@ -378,6 +382,8 @@ class PostgresBackend:
                 conn.terminate()
             raise
         finally:
+            if tracer is not None:
+                conn.remove_query_logger(tracer)
             await pool.release(conn)
 
     # --- writes ------------------------------------------------------------------------
@@ -412,7 +418,7 @@ class PostgresBackend:
                     if event_id is None:
                         last_seq, last_micros, now_micros = seq or 0, recorded, clock
                     else:
-                        stored[event_id] = StoredId(bytes(digest), decode_recorded(body))
+                        stored[event_id] = StoredId(bytes(digest), decode_stored(seq, body))
                 if last_micros is not None and now_micros < last_micros:
                     now_micros = last_micros
                 plan = plan_group(requests, stored, last_seq + 1, from_micros(now_micros))
@@ -477,12 +483,12 @@ class PostgresBackend:
     async def query(self, query: Query, *, after_seq: int, limit: int) -> list[RecordedEvent]:
         sql, params = self.explain(query, after_seq, limit)
         rows = await self._fetch("reading events", sql, *params)
-        return [decode_recorded(body) for (body,) in rows]
+        return [decode_stored(seq, body) for (seq, body) in rows]
 
     def explain(self, query: Query, after_seq: int = 0, limit: int = 25) -> tuple[str, list[Any]]:
         """The page SQL for `query` (tests check its plan with EXPLAIN)."""
         where, params = where_clause(query, after_seq, f"{self._s}.events")
-        return (f"SELECT body FROM {self._s}.events WHERE {where} ORDER BY seq "
+        return (f"SELECT seq, body FROM {self._s}.events WHERE {where} ORDER BY seq "
                 f"LIMIT ${len(params) + 1}", [*params, limit])
 
     async def count(self, query: Query) -> int:
@@ -503,6 +509,12 @@ class PostgresBackend:
         ((n,),) = await self._fetch("reading the head",
                                     f"SELECT coalesce(max(seq), 0) FROM {self._s}.events")
         return int(n)
+
+    async def trace(self, callback: Callable[[Any], None] | None) -> None:
+        """Call `callback(logged)` with asyncpg's LoggedQuery (`.query`, `.args`) of every
+        statement run on the pool from now on (None: stop). For query-plan tests and
+        debugging."""
+        self._tracer = callback
 
     async def cost_totals(self, filters: CostFilters) -> CostTotals:
         """Totals of the matching model calls from the rollup (see eventstore.rollup)."""

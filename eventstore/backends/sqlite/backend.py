@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from ...clock import from_micros, to_micros, utcnow
-from ...codec import PreparedEvent, decode_recorded
+from ...codec import PreparedEvent, decode_stored
 from ...errors import BackendError, SchemaVersionError
 from ...events import RecordedEvent
 from ...query import Query
@@ -128,7 +128,7 @@ def count_sql(query: Query, low: int, high: int | None) -> tuple[str, list[Any]]
     return f"SELECT count(*) FROM events WHERE {' AND '.join(clauses)}", params
 
 
-_LAST = "SELECT seq, recorded_at FROM events ORDER BY seq DESC LIMIT 1"
+_LAST = "SELECT seq, recorded_at FROM events WHERE seq = (SELECT max(seq) FROM events)"
 _EVERYTHING = Query()
 _DERIVED_SINCE = 3  # the schema version that added the derived tables
 _REBUILD_BATCH = 5_000
@@ -142,7 +142,7 @@ def _stored_batches(conn: sqlite3.Connection) -> Iterator[list[RecordedEvent]]:
                             (after, _REBUILD_BATCH)).fetchall()
         if not rows:
             return
-        yield [decode_recorded(body) for _, body in rows]
+        yield [decode_stored(seq, body) for seq, body in rows]
         after = rows[-1][0]
 
 
@@ -290,11 +290,11 @@ class SQLiteBackend:
         for start in range(0, len(ids), _ID_CHUNK):
             chunk = ids[start : start + _ID_CHUNK]
             rows = conn.execute(
-                f"SELECT id, digest, body FROM events WHERE id IN ({', '.join('?' * len(chunk))})",
-                chunk,
+                f"SELECT seq, id, digest, body FROM events "
+                f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk,
             )
-            for event_id, digest, body in rows:
-                stored[event_id] = StoredId(bytes(digest), decode_recorded(body))
+            for seq, event_id, digest, body in rows:
+                stored[event_id] = StoredId(bytes(digest), decode_stored(seq, body))
         return stored
 
     def _commit_group(
@@ -395,7 +395,7 @@ class SQLiteBackend:
         if seqs is None:
             return []
         rows = await self._fetch(*page_sql(query, *seqs, limit))
-        return [decode_recorded(body) for (_, body) in rows]
+        return [decode_stored(seq, body) for (seq, body) in rows]
 
     def explain(
         self, query: Query, after_seq: int = 0, limit: int = 25, before_seq: int | None = None
@@ -406,6 +406,14 @@ class SQLiteBackend:
         if query.before is not None and high is None:
             high = 2**62
         return page_sql(query, after_seq, high, limit)
+
+    async def trace(self, callback: Callable[[str], None] | None) -> None:
+        """Call `callback(sql)` with every statement the writer and the reader run, bound
+        values expanded (None: stop). For query-plan tests and debugging."""
+        if self._writer is None or self._reader is None:
+            raise BackendError("the SQLite backend is not open")
+        await self._on_writer(self._writer.set_trace_callback, callback)
+        await self._reader.set_trace_callback(callback)  # type: ignore[arg-type]
 
     # --- commits from other connections ------------------------------------------------
 
