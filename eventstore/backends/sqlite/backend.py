@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -618,7 +619,15 @@ class SQLiteBackend:
         # checkpoint, so say so rather than stall the writer.
         conn.execute("PRAGMA busy_timeout = 1000")
         try:
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            # The background checkpointer may hold the checkpoint lock for a moment (a
+            # checkpoint that finds it taken returns busy at once, without the busy
+            # handler): try again for up to a second.
+            deadline = time.monotonic() + 1.0
+            while True:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy or time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
         finally:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout}")
         if busy:
