@@ -334,7 +334,7 @@ class SQLiteBackend:
                 self._write_derived(conn, plan.rows)
             conn.execute("COMMIT")
             if plan.rows and self.checkpointer is not None:
-                self.checkpointer.committed(conn)
+                self.checkpointer.committed(conn, sum(len(r.document) for r in plan.rows))
         except BaseException as exc:
             if conn.in_transaction:
                 try:
