@@ -98,6 +98,15 @@ class UnknownModelError(EventStoreError, LookupError):
         super().__init__(f"{hint} ({detail})" if detail else hint)
 
 
+class InvalidCallError(EventStoreError, ValueError):
+    """A model call passed to record_llm_call is malformed; nothing was recorded."""
+
+
+class MissingMessageError(EventStoreError, LookupError):
+    """A recorded call references a message or an earlier call the log does not hold
+    among the events read (read the whole conversation to rebuild its calls)."""
+
+
 class EncryptionError(EventStoreError):
     """Encrypted fields could not be encrypted or decrypted (wrong or missing master key)."""
 

@@ -15,15 +15,18 @@ So a question reads the buckets of the whole days it covers plus the calls of at
 two partial days: O(matching buckets), whatever the size of the log. Both tables are
 derived: `replay(events)` rebuilds them from the log, and tests check that they agree.
 
-Which events are calls. An event whose type is in `CALL_TYPES` and whose data has string
-`provider` and `model` keys. Its data may carry (all optional, extra keys allowed):
-`input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens` (ints, at the
-top level or inside a `usage` dict), `total_cost` (a decimal string; absent or None: the
-call is *unpriced*, never $0), `latency_ms` (a number) and `error` (anything but
-None/absent/False marks a failed call). Tags are `metadata["tags"]`, a list of strings.
-`cost_recorded` (record_cost) and `llm_call` (record_llm_call) are calls; a new call
-event type is added to `CALL_TYPES` (a schema change: existing rollups then need a
-rebuild, see the backends' `rebuild_rollup`).
+Which events count, and how (the same rules as `metrics()`, eventstore.calls.metrics):
+- an `llm_call` event (record_llm_call, the integrations) is one call: an error when its
+  data has a truthy `error`, its `latency_ms`; when `priced` is true its tokens and cost
+  come from its `cost_recorded` (linked by `call_id`), otherwise it is *unpriced* (unless
+  it failed with no usage) and brings its own token counts;
+- a `cost_recorded` event brings its exact `total_cost` (a decimal string) and tokens;
+  one made by `record_cost` by hand (no `call_id`) is also the call itself, with its
+  `latency_ms`. A cost_recorded whose cost is missing or malformed counts for nothing.
+Provider and model are data keys (a missing model counts as ""); token counts are the
+data keys `input_tokens`, `output_tokens`, `cache_read_tokens`, `cache_write_tokens`;
+tags are `metadata["tags"]`, a list of strings. Changing these rules is a schema change:
+existing rollups are then rebuilt from the log by a migration.
 
 Use it through a backend that is a `CostTotalsReader`:
 
@@ -34,6 +37,7 @@ Use it through a backend that is a `CostTotalsReader`:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -43,8 +47,8 @@ import msgspec
 
 from .clock import to_micros
 from .errors import InvalidQueryError
-from .events import RecordedEvent
-from .pricing.money import ZERO, add_money, parse_money
+from .events import COST_RECORDED, RecordedEvent
+from .pricing.money import ZERO, add_money, cost_or_none, parse_money
 
 CALL_TYPES: Final = frozenset({"cost_recorded", "llm_call"})
 TOKEN_KINDS: Final = ("input_tokens", "output_tokens", "cache_read_tokens",
@@ -55,7 +59,8 @@ _MAX_INT = 2**62  # token counts beyond this are garbage: keep SQL integer sums 
 
 
 class CallFacts(msgspec.Struct, frozen=True, kw_only=True):
-    """What one model call contributes to the rollup."""
+    """What one event contributes to the rollup (an llm_call and the cost_recorded of
+    the same call contribute parts of one call)."""
 
     seq: int
     occurred_at: int  # microseconds since the epoch, UTC
@@ -64,8 +69,10 @@ class CallFacts(msgspec.Struct, frozen=True, kw_only=True):
     provider: str
     model: str
     tags: tuple[str, ...]
+    calls: int  # 1 if this event is the call itself
     error: bool
-    cost: Decimal | None  # None: unpriced
+    unpriced: bool
+    cost: Decimal | None  # the cost it brings (None: none)
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
@@ -87,36 +94,58 @@ def _count(value: Any) -> int:
     return 0
 
 
+def _text(value: Any) -> str | None:
+    # What every backend can hold in an indexed text column (see codec.validate).
+    if isinstance(value, str) and len(value) <= 200 and "\x00" not in value:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        return value
+    return None
+
+
 def _tags(metadata: dict[str, Any]) -> tuple[str, ...]:
     raw = metadata.get("tags")
     if not isinstance(raw, list):
         return ()
-    return tuple(sorted({t for t in raw if isinstance(t, str) and t}))
+    return tuple(sorted({t for t in raw if t and _text(t) is not None}))
+
+
+def _latency_us(value: Any) -> int | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) \
+            and math.isfinite(value) and abs(value) < 1e12:
+        return round(value * 1000)
+    return None
 
 
 def call_facts(event: RecordedEvent) -> CallFacts | None:
-    """The call an event records, or None if it is not a model call."""
+    """What an event contributes to cost questions, or None if nothing."""
     if event.type not in CALL_TYPES:
         return None
     data = event.data
-    provider, model = data.get("provider"), data.get("model")
-    if not isinstance(provider, str) or not isinstance(model, str):
+    provider = _text(data.get("provider"))
+    raw_model = data.get("model")
+    model = "" if raw_model is None else _text(raw_model)
+    if provider is None or model is None:
         return None
-    usage = data.get("usage")
-    source = usage if isinstance(usage, dict) else data
-    cost: Decimal | None = None
-    raw_cost = data.get("total_cost")
-    if raw_cost is not None:
-        try:
-            cost = parse_money(raw_cost)
-        except (TypeError, ValueError):
-            cost = None  # a malformed cost is not a price: counted as unpriced
-    latency = data.get("latency_ms")
-    latency_us: int | None = None
-    if isinstance(latency, int | float) and not isinstance(latency, bool) \
-            and 0 <= latency < 1e12:
-        latency_us = round(latency * 1000)
-    error = data.get("error")
+    tokens = True
+    latency: int | None = None
+    if event.type == COST_RECORDED:
+        cost = cost_or_none(data.get("total_cost"))
+        if cost is None:
+            return None
+        itself = data.get("call_id") is None  # record_cost by hand: the call itself
+        calls, error, unpriced = int(itself), False, False
+        if itself:
+            latency = _latency_us(data.get("latency_ms"))
+    else:
+        cost = None
+        calls, error = 1, bool(data.get("error"))
+        latency = _latency_us(data.get("latency_ms"))
+        priced = bool(data.get("priced"))
+        unpriced = not priced and bool(data.get("usage") or not error)
+        tokens = not priced  # a priced call's tokens come with its cost_recorded
     return CallFacts(
         seq=event.seq,
         occurred_at=to_micros(event.occurred_at),
@@ -125,21 +154,25 @@ def call_facts(event: RecordedEvent) -> CallFacts | None:
         provider=provider,
         model=model,
         tags=_tags(event.metadata),
-        error=error is not None and error is not False,
+        calls=calls,
+        error=error,
+        unpriced=unpriced,
         cost=cost,
-        input_tokens=_count(source.get("input_tokens")),
-        output_tokens=_count(source.get("output_tokens")),
-        cache_read_tokens=_count(source.get("cache_read_tokens")),
-        cache_write_tokens=_count(source.get("cache_write_tokens")),
-        latency_us=latency_us,
+        input_tokens=_count(data.get("input_tokens")) if tokens else 0,
+        output_tokens=_count(data.get("output_tokens")) if tokens else 0,
+        cache_read_tokens=_count(data.get("cache_read_tokens")) if tokens else 0,
+        cache_write_tokens=_count(data.get("cache_write_tokens")) if tokens else 0,
+        latency_us=latency,
     )
 
 
 class CostTotals(msgspec.Struct, kw_only=True):
     """Sums over the model calls matching a question.
 
-    `cost` sums the priced calls only; `unpriced_calls` says how many were left out.
-    `latency_calls` is how many calls carried a latency (the divisor of the average).
+    `cost` sums the priced calls only (`priced_calls` of them); `unpriced_calls` says
+    how many were left out. `latency_calls` is how many calls carried a latency (the
+    divisor of the average). Percentiles are not sums: metrics() reads those from the
+    calls themselves.
     """
 
     calls: int = 0
@@ -159,11 +192,10 @@ class CostTotals(msgspec.Struct, kw_only=True):
         return self.latency_us / 1000 / self.latency_calls if self.latency_calls else None
 
     def add_call(self, facts: CallFacts) -> None:
-        self.calls += 1
+        self.calls += facts.calls
         self.errors += facts.error
-        if facts.cost is None:
-            self.unpriced_calls += 1
-        else:
+        self.unpriced_calls += facts.unpriced
+        if facts.cost is not None:
             self.priced_calls += 1
             self.cost = add_money(self.cost, facts.cost)
         self.input_tokens += facts.input_tokens

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -28,6 +29,7 @@ from . import signals
 from .backends import backend_for_url
 from .backends.base import Backend
 from .backends.protocols import CommitListener
+from .calls import CallRecorder, LLMCall, Metrics, compute_metrics, read_calls
 from .codec import PreparedEvent
 from .cursor import CursorCodec
 from .errors import (
@@ -54,7 +56,6 @@ from .subscriptions.subscription import DEFAULT_HANDLER_TIMEOUT
 from .writer import GroupCommitWriter
 
 if TYPE_CHECKING:
-    from decimal import Decimal
 
     from .pricing import PricingProvider
     from .privacy.encryption import Encryption
@@ -105,6 +106,7 @@ class EventStore:
         self._cursor_secret = cursor_secret
         self._reader = LogReader(backend, self.pipeline)
         self._ledger = CostLedger(self._reader, self.append, pricing, backend=backend)
+        self._calls = CallRecorder(self._reader, self.append_many, lambda: self._ledger.pricing)
         self._writer = GroupCommitWriter(backend, self._after_commit, max_group=max_group)
         self._runner: asyncio.Task[None] | None = None
         self._task_group: TaskGroup | None = None
@@ -567,15 +569,18 @@ class EventStore:
         metadata: dict[str, Any] | None = None,
         pricing: PricingProvider | None = None,
         occurred_at: datetime | None = None,
+        cost: Decimal | None = None,
     ) -> RecordedEvent:
         """Price an LLM call and append it as a `cost_recorded` event.
 
         `input_tokens` is the whole input, cached tokens included (OpenTelemetry's
         convention; for Anthropic add cache_read and cache_creation input tokens). An
         unknown model raises UnknownModelError and records nothing: never a $0 row.
+        `cost=Decimal(...)` records a cost the provider reported instead of pricing the
+        tokens (`price_source` "provider"). For whole calls use `record_llm_call`.
         """
         return await self._costs.record_cost(
-            pricing=pricing, occurred_at=occurred_at, conversation_id=conversation_id,
+            pricing=pricing, occurred_at=occurred_at, cost=cost, conversation_id=conversation_id,
             user_id=user_id, provider=provider, model=model, input_tokens=input_tokens,
             output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
             cache_write_tokens=cache_write_tokens, latency_ms=latency_ms, metadata=metadata,
@@ -617,3 +622,90 @@ class EventStore:
         query = build_query(conversation_id=conversation_id, user_id=user_id,
                             after=after, before=before)
         return await self._costs.cost_records(query, provider, model)
+
+    # --- model calls -------------------------------------------------------------------
+
+    @instrumented("record_llm_call")
+    async def record_llm_call(
+        self,
+        *,
+        provider: str,
+        model: str | None,
+        request: Mapping[str, Any],
+        response: Mapping[str, Any] | None,
+        latency_ms: float | None,
+        error: BaseException | Mapping[str, Any] | None = None,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        occurred_at: datetime | None = None,
+        api: str | None = None,
+        stream: bool = False,
+        time_to_first_token_ms: float | None = None,
+        attempts: int | None = None,
+        price_context: Mapping[str, str] | None = None,
+        incomplete: bool = False,
+        record_messages: bool = True,
+    ) -> RecordedEvent:
+        """Record one model call whole and priced; returns its `llm_call` event, whose id
+        is the call id (what `feedback(call_id=...)` takes).
+
+        `request` / `response` are the provider's request and response bodies as dicts
+        (SDK objects are dumped as the API writes them); `error` is None, an exception or
+        a dict with `type`, `message` and optionally `status_code`, `request_id`. Each
+        message is stored once per conversation and referenced by later calls; the cost
+        is genai-prices' for the whole usage and price context on the call's date, and a
+        call with no known price is recorded *unpriced* with all its usage.
+
+        `api` names the flavour (chat, responses, messages, gemini; detected from the
+        bodies when None); `stream`, `time_to_first_token_ms`, `attempts` (HTTP tries,
+        retries included) and `incomplete` (a stream cut short) describe the call;
+        `price_context` adds genai-prices price-variant keys (e.g. {"processing":
+        "batch"}) to those read from the bodies (the service tier served);
+        `record_messages=False` keeps messages and reply content out of the log. A
+        malformed call raises InvalidCallError and writes nothing.
+        """
+        self._check_open()
+        return await self._calls.record(
+            provider=provider, model=model, request=request, response=response,
+            latency_ms=latency_ms, error=error, conversation_id=conversation_id,
+            user_id=user_id, metadata=metadata, occurred_at=occurred_at, api=api,
+            stream=stream, time_to_first_token_ms=time_to_first_token_ms, attempts=attempts,
+            price_context=price_context, incomplete=incomplete,
+            record_messages=record_messages)
+
+    @instrumented("calls")
+    async def calls(
+        self,
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> list[LLMCall]:
+        """The recorded model calls, in order, each with the exact request that was sent
+        (rebuilt from the messages it references) and what came back."""
+        reader = self._check_open()
+        query = build_query(conversation_id=conversation_id, user_id=user_id,
+                            after=after, before=before)
+        return await read_calls(reader, query)
+
+    @instrumented("metrics")
+    async def metrics(
+        self,
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        tag: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> Metrics:
+        """Calls, errors, exact total cost, unpriced calls, tokens by kind and latency
+        (average, nearest-rank p50 / p95) of the matching model calls; `after` / `before`
+        bound the calls' time (occurred_at), `tag` matches `metadata["tags"]`."""
+        reader = self._check_open()
+        query = build_query(conversation_id=conversation_id, user_id=user_id,
+                            after=after, before=before)
+        return await compute_metrics(reader, query, provider=provider, model=model, tag=tag)

@@ -58,14 +58,15 @@ class Deltas:
 def call_row(facts: CallFacts) -> tuple[Any, ...]:
     """A cost_calls row in CALL_COLUMNS order (cost as decimal text, None if unpriced)."""
     return (facts.seq, facts.occurred_at, facts.user_id, facts.conversation_id,
-            facts.provider, facts.model, tags_text(facts), int(facts.error),
-            None if facts.cost is None else str(facts.cost), facts.input_tokens,
+            facts.provider, facts.model, tags_text(facts), facts.calls, int(facts.error),
+            int(facts.unpriced), None if facts.cost is None else str(facts.cost),
+            facts.input_tokens,
             facts.output_tokens, facts.cache_read_tokens, facts.cache_write_tokens,
             facts.latency_us)
 
 
 CALL_COLUMNS = ("seq", "occurred_at", "user_id", "conversation_id", "provider", "model",
-                "tags", "error", "cost", "input_tokens", "output_tokens",
+                "tags", "calls", "error", "unpriced", "cost", "input_tokens", "output_tokens",
                 "cache_read_tokens", "cache_write_tokens", "latency_us")
 
 
@@ -74,12 +75,13 @@ def tags_text(facts: CallFacts) -> str | None:
 
 
 def facts_from_call_row(row: Sequence[Any]) -> CallFacts:
-    (seq, occurred_at, user_id, conversation_id, provider, model, tags, error, cost,
-     input_tokens, output_tokens, cache_read, cache_write, latency_us) = row
+    (seq, occurred_at, user_id, conversation_id, provider, model, tags, calls, error,
+     unpriced, cost, input_tokens, output_tokens, cache_read, cache_write, latency_us) = row
     return CallFacts(
         seq=int(seq), occurred_at=int(occurred_at), user_id=user_id,
         conversation_id=conversation_id, provider=provider, model=model,
-        tags=tuple(msgspec.json.decode(tags)) if tags else (), error=bool(error),
+        tags=tuple(msgspec.json.decode(tags)) if tags else (), calls=int(calls),
+        error=bool(error), unpriced=bool(unpriced),
         cost=None if cost is None else parse_money(str(cost)),
         input_tokens=int(input_tokens), output_tokens=int(output_tokens),
         cache_read_tokens=int(cache_read), cache_write_tokens=int(cache_write),

@@ -50,9 +50,14 @@ class CostLedger:
         for name, value in (("provider", provider), ("model", model)):
             if value is not None and not isinstance(value, str):
                 raise InvalidQueryError(f"{name}= must be a string or None")
+        # One clock for cost questions: the call's time (occurred_at), not the commit's,
+        # so a backdated call counts in its own day and window.
         costs = Query(conversation_id=query.conversation_id, user_id=query.user_id,
-                      types=frozenset((COST_RECORDED,)), after=query.after, before=query.before)
-        return [e async for e in self._reader.read(costs) if matches(e, provider, model)]
+                      types=frozenset((COST_RECORDED,)))
+        after, before = query.after, query.before
+        return [e async for e in self._reader.read(costs) if matches(e, provider, model)
+                and (after is None or e.occurred_at >= after)
+                and (before is None or e.occurred_at <= before)]
 
     async def cost_totals(self, filters: CostFilters) -> CostTotals:
         """Totals of the matching model calls: from the backend's rollup when it keeps one

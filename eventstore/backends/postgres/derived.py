@@ -47,9 +47,12 @@ class PostgresRollup:
             records=[_pg_call(call_row(facts)) for facts in deltas.calls])
 
 
+_COST = CALL_COLUMNS.index("cost")
+
+
 def _pg_call(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    cost = row[8]
-    return (*row[:8], None if cost is None else Decimal(cost), *row[9:])
+    cost = row[_COST]
+    return (*row[:_COST], None if cost is None else Decimal(cost), *row[_COST + 1:])
 
 
 class PostgresCounts:
