@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from eventstore import Event, EventStore, ModelPrice, PriceTable
 from eventstore.backends import CostTotalsReader
@@ -52,6 +53,17 @@ async def assert_rollup_is_a_replay(store: EventStore) -> None:
             conversation_id=question.conversation_id, user_id=question.user_id,
             provider=question.provider, model=question.model, tag=question.tag,
             after=question.after, before=question.before) == expected.cost, question
+        if isinstance(backend, CostTotalsReader):  # the counters metrics() reports
+            totals, metrics = await backend.cost_totals(question), await store.metrics(
+                conversation_id=question.conversation_id, user_id=question.user_id,
+                provider=question.provider, model=question.model, tag=question.tag,
+                after=question.after, before=question.before)
+            assert (totals.calls, totals.errors, totals.unpriced_calls, totals.cost,
+                    totals.input_tokens, totals.output_tokens, totals.cache_read_tokens) == (
+                metrics.calls, metrics.errors, metrics.unpriced_calls, metrics.total_cost,
+                metrics.input_tokens, metrics.output_tokens, metrics.cache_read_tokens
+            ), question
+            assert totals.avg_latency_ms == pytest.approx(metrics.avg_latency_ms)
     for filters in ({}, {"type": "cost_recorded"}, {"user_id": "u1"},
                     {"conversation_id": "c0", "type": {"llm_call", "message_sent"}}):
         query_matches = [e for e in log
@@ -76,6 +88,17 @@ async def writer(store: EventStore, n: int, who: int) -> None:
                                     user_id=user, latency_ms=3.25 * i, pricing=PRICES,
                                     metadata={"tags": ["a", "b"][: 1 + i % 2]},
                                     occurred_at=moment)
+        elif i % 5 == 0:  # a priced call: its llm_call and the cost_recorded of it
+            call = Event(type="llm_call", user_id=user, conversation_id=conversation,
+                         data={"provider": "anthropic", "model": "m1", "priced": True,
+                               "latency_ms": 40.0 + i}, occurred_at=moment)
+            await store.append_many([call, Event(
+                type="cost_recorded", user_id=user, conversation_id=conversation,
+                data={"provider": "anthropic", "model": "m1", "input_tokens": i,
+                      "output_tokens": 3, "cache_read_tokens": 1, "cache_write_tokens": 0,
+                      "input_cost": "0.001", "output_cost": "0.002",
+                      "total_cost": f"0.00{i}3", "price_source": "t", "call_id": call.id},
+                occurred_at=moment)])
         else:
             await store.append_many([
                 Event(type="llm_call", user_id=user, conversation_id=conversation,
