@@ -158,6 +158,12 @@ def _clean(value: str) -> str | None:
     return None
 
 
+def _plain(value: Any, limit: int) -> bool:
+    """The common case, checked fast: a short non-empty ASCII string with no NUL."""
+    return type(value) is str and 0 < len(value) <= limit and value.isascii() \
+        and "\x00" not in value
+
+
 def _check_text(event_id: str, name: str, value: Any, limit: int, *, optional: bool) -> None:
     if value is None and optional:
         return
@@ -183,20 +189,24 @@ def validate(event: Any) -> Event:
             f"expected an eventstore.Event, got {type(event).__name__}; build one with "
             "Event(type=..., data={...})"
         )
-    if not isinstance(event.id, str) or not event.id or len(event.id) > MAX_ID:
-        raise InvalidEventError(
-            f"event id must be a non-empty string of at most {MAX_ID} characters")
-    problem = _clean(event.id)
-    if problem is not None:
-        raise InvalidEventError(f"event id {event.id!r} {problem}")
-    if not isinstance(event.type, str) or not event.type or len(event.type) > MAX_ID:
-        raise InvalidEventError(
-            f"event {event.id}: type must be a non-empty string of at most {MAX_ID} "
-            f"characters, got {event.type!r}"
-        )
-    _check_text(event.id, "type", event.type, MAX_ID, optional=False)
+    if not _plain(event.id, MAX_ID):
+        if not isinstance(event.id, str) or not event.id or len(event.id) > MAX_ID:
+            raise InvalidEventError(
+                f"event id must be a non-empty string of at most {MAX_ID} characters")
+        problem = _clean(event.id)
+        if problem is not None:
+            raise InvalidEventError(f"event id {event.id!r} {problem}")
+    if not _plain(event.type, MAX_ID):
+        if not isinstance(event.type, str) or not event.type or len(event.type) > MAX_ID:
+            raise InvalidEventError(
+                f"event {event.id}: type must be a non-empty string of at most {MAX_ID} "
+                f"characters, got {event.type!r}"
+            )
+        _check_text(event.id, "type", event.type, MAX_ID, optional=False)
     for name in ("conversation_id", "user_id"):
-        _check_text(event.id, name, getattr(event, name), MAX_SCOPE_ID, optional=True)
+        value = getattr(event, name)
+        if value is not None and not _plain(value, MAX_SCOPE_ID):
+            _check_text(event.id, name, value, MAX_SCOPE_ID, optional=True)
     _check_json_object("data", event.data, event.id)
     _check_json_object("metadata", event.metadata, event.id)
     moment = event.occurred_at
@@ -206,7 +216,8 @@ def validate(event: Any) -> Event:
             "(e.g. datetime.now(UTC))"
         )
     try:
-        moment.astimezone(UTC)
+        if moment.utcoffset():
+            moment.astimezone(UTC)
     except OverflowError:
         raise InvalidEventError(
             f"event {event.id}: occurred_at {moment.isoformat()} is out of range in UTC"
