@@ -48,3 +48,15 @@ if HAVE_PG_BACKEND:
 
         async def cleanup(self, backend: Backend) -> None:
             await drop_pg_schema(self.schema)
+
+
+class TestJsonl(BackendConformance):
+    def new_backend(self) -> Backend:
+        from eventstore.backends.jsonl import JsonlBackend
+
+        return JsonlBackend(self.tmp_path / "log")
+
+    def reopen(self, backend: Backend) -> Backend | None:
+        from eventstore.backends.jsonl import JsonlBackend
+
+        return JsonlBackend(self.tmp_path / "log")
