@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import UnsupportedURLError
+from ..privacy.urls import safe_url
 from .base import Checkpoint, KeyRecord
 from .protocols import (
     Backend,
@@ -28,6 +29,7 @@ from .protocols import (
     CommitListener,
     CostTotalsReader,
     EventLog,
+    KeyLister,
     KeyStore,
     MetadataStore,
 )
@@ -40,6 +42,7 @@ __all__ = [
     "CommitListener",
     "CostTotalsReader",
     "EventLog",
+    "KeyLister",
     "KeyRecord",
     "KeyStore",
     "MetadataStore",
@@ -57,7 +60,7 @@ JSONL_URL_OPTIONS = frozenset({"synchronous", "lock_timeout", "create", "watch_i
 # eventstore's own options in a postgresql:// query string; the rest go to asyncpg.
 POSTGRES_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "schema": str, "pool_size": int, "min_pool_size": int, "command_timeout": float,
-    "connect_timeout": float,
+    "connect_timeout": float, "create": str,
 }
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
@@ -79,16 +82,16 @@ def _sqlite(url: str, **options: Any) -> Backend:
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if parts.netloc or not path:
         raise UnsupportedURLError(
-            f"SQLite URL {url!r} has no file path; use sqlite:///relative/path.db or "
+            f"SQLite URL {safe_url(url)!r} has no file path; use sqlite:///relative/path.db or "
             "sqlite:////absolute/path.db"
         )
     if path == ":memory:":
         # Every connection to :memory: is a database of its own, and the backend opens
         # several (writer, reader, checkpointer): an append would vanish from reads.
         raise UnsupportedURLError(
-            f"{url!r} would give each of the store's SQLite connections a database of its "
-            "own; for a log in memory use memory:// (private) or memory://name (shared "
-            "in this process)"
+            f"{safe_url(url)!r} would give each of the store's SQLite connections a database "
+            "of its own; for a log in memory use memory:// (private) or memory://name "
+            "(shared in this process)"
         )
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     unknown = set(params) - SQLITE_URL_OPTIONS
@@ -100,7 +103,7 @@ def _sqlite(url: str, **options: Any) -> Backend:
     try:
         return SQLiteBackend(path, **params, **options)
     except (TypeError, ValueError) as exc:
-        raise UnsupportedURLError(f"bad SQLite URL option in {url!r}: {exc}") from exc
+        raise UnsupportedURLError(f"bad SQLite URL option in {safe_url(url)!r}: {exc}") from exc
 
 
 def _jsonl(url: str, **options: Any) -> Backend:
@@ -110,7 +113,7 @@ def _jsonl(url: str, **options: Any) -> Backend:
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if parts.netloc or not path:
         raise UnsupportedURLError(
-            f"jsonl URL {url!r} has no directory; use jsonl:///relative/dir or "
+            f"jsonl URL {safe_url(url)!r} has no directory; use jsonl:///relative/dir or "
             "jsonl:////absolute/dir"
         )
     given: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -123,7 +126,7 @@ def _jsonl(url: str, **options: Any) -> Backend:
     try:
         return JsonlBackend(path, **given, **options)
     except (TypeError, ValueError) as exc:
-        raise UnsupportedURLError(f"bad jsonl URL option in {url!r}: {exc}") from exc
+        raise UnsupportedURLError(f"bad jsonl URL option in {safe_url(url)!r}: {exc}") from exc
 
 
 def _postgres(url: str, **options: Any) -> Backend:
@@ -141,7 +144,7 @@ def _postgres(url: str, **options: Any) -> Backend:
         typed: dict[str, Any] = {k: POSTGRES_URL_OPTIONS[k](v) for k, v in ours.items()}
         return PostgresBackend(parts._replace(query=rest).geturl(), **{**typed, **options})
     except (TypeError, ValueError) as exc:
-        raise UnsupportedURLError(f"bad PostgreSQL URL option in {url!r}: {exc}") from exc
+        raise UnsupportedURLError(f"bad PostgreSQL URL option in {safe_url(url)!r}: {exc}") from exc
 
 
 _SCHEMES: dict[str, BackendFactory] = {
@@ -182,7 +185,7 @@ def backend_for_url(url: str, **options: Any) -> Backend:
     `sqlite:////absolute.db` (options synchronous, busy_timeout, create, watch_interval),
     `jsonl:///relative/dir`, `jsonl:////absolute/dir` (options synchronous, lock_timeout,
     create, watch_interval), `postgresql://user@host:port/db` (options schema, pool_size,
-    min_pool_size, command_timeout, connect_timeout; others go to asyncpg), and every
+    min_pool_size, command_timeout, connect_timeout, create; others go to asyncpg), and every
     scheme added with `register_scheme`.
     """
     if not isinstance(url, str):
@@ -192,7 +195,7 @@ def backend_for_url(url: str, **options: Any) -> Backend:
     if factory is None:
         known = ", ".join(f"{s}://" for s in registered_schemes())
         raise UnsupportedURLError(
-            f"unknown store URL {url!r}; use one of {known} (e.g. sqlite:///path.db), or "
+            f"unknown store URL {safe_url(url)!r}; use one of {known} (e.g. sqlite:///path.db), or "
             "register a scheme with eventstore.backends.register_scheme"
         )
     backend = factory(url, **options)

@@ -5,7 +5,8 @@ positions) and a `MetadataStore` (the cursor secret and a few named values); tog
 they are a `Backend`. Everything else is optional and checked with `isinstance` against
 these runtime-checkable protocols, never by probing for attribute names:
 
-- `KeyStore`: per-user data keys, needed only by `encryption=` (crypto-shredding);
+- `KeyStore`: per-user data keys, needed only by `encryption=` (crypto-shredding), and
+  `KeyLister` for one that can also list them (per-period keys, retention);
 - `CommitListener`: hears commits made by other stores or processes on the same log, so
   live subscriptions see them; `check_listener` lets the guardian repair it;
 - `CostTotalsReader`: answers cost questions from a rollup kept in the commit
@@ -110,6 +111,15 @@ class KeyStore(Protocol):
     async def destroy_keys(self, user_id: str) -> KeyRecord:
         """Overwrite every wrapped key of the user, keeping tombstones (a tombstone of
         generation 1 if the user had no key); returns the newest, now a tombstone."""
+
+
+@runtime_checkable
+class KeyLister(Protocol):
+    """A key store that can list whose keys it holds (forgetting by period, retention)."""
+
+    async def key_owners(self, prefix: str | None = None) -> list[str]:
+        """The owners (user ids, or user and period) with a live key, optionally only
+        those starting with `prefix`."""
 
 
 @runtime_checkable
