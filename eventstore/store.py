@@ -3,8 +3,11 @@
     async with EventStore.open("sqlite:///audit.db", redact=[hook]) as store:
         rec = await store.append(Event(type="message_sent", ...))
 
-The store owns one anyio task group (hosted by a runner task, so the store can be opened
-and closed from different tasks): the group-commit writer, the async-signal pump, the
+Each method checks its arguments, builds one `Query`, and hands the work to the part that
+owns it: the `WritePipeline` (validate, redact, encrypt, encode; reveal on the way out),
+the `GroupCommitWriter`, the `LogReader`, the `CostLedger`, the projection runner and the
+subscriptions. The store owns one anyio task group (hosted by a runner task, so the store
+can be opened and closed from different tasks): the writer, the async-signal pump, the
 guardian and every subscription run in it, and closing the store stops them all.
 """
 
@@ -13,62 +16,63 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import anyio
-import msgspec
 from anyio.abc import TaskGroup
 
 from . import signals
 from .backends import backend_for_url
 from .backends.base import Backend
-from .codec import PreparedEvent, decode_event, digest_of, encode_event, validate
+from .codec import PreparedEvent
 from .cursor import CursorCodec
 from .errors import (
     DuplicateEventError,
     EventStoreError,
     InvalidEventError,
-    InvalidQueryError,
-    RedactionError,
     StoreClosedError,
     SubscriptionError,
 )
 from .events import USER_FORGOTTEN, Event, RecordedEvent
 from .operations import instrumented, send_span, send_start
-from .privacy.hooks import RedactHook, copies_on_write, run_hooks
-from .query import build_query, check_limit, check_seq
+from .pipeline import WritePipeline
+from .pricing.ledger import CostLedger
+from .privacy.hooks import RedactHook
+from .projections import runner
+from .query import build_query, check_seq
+from .reads import READ_BATCH, LogReader, Page
+from .scope import ConversationScope
 from .subscriptions import Guardian, Handler, Subscription
 from .writer import GroupCommitWriter
 
 if TYPE_CHECKING:
     from decimal import Decimal
 
-    import polars as pl
-
-    from .integrations.context import ConversationScope
     from .pricing import PricingProvider
     from .privacy.encryption import Encryption
     from .projections.base import Projection
 
     P = TypeVar("P", bound=Projection)
 
+__all__ = ["EventStore", "Page"]
+
 log = logging.getLogger("eventstore")
 
 DEFAULT_PAGE = 100
-READ_BATCH = 1_000
-PROGRESS_EVERY = 10_000
-
-
-class Page(msgspec.Struct, frozen=True):
-    """One page of events; `next_cursor` is None on the last page."""
-
-    events: list[RecordedEvent]
-    next_cursor: str | None
 
 
 class EventStore:
+    """An append-only log of AI-application events, with its readers, subscriptions,
+    projections and cost questions.
+
+    Open one with `EventStore.open(url, ...)` and use it as an async context manager
+    (or `await store.start()` / `await store.close()`). Every method is safe to call from
+    many tasks at once: concurrent appends share transactions (group commit), each caller
+    getting its own result or its own error.
+    """
+
     def __init__(
         self,
         backend: Backend,
@@ -84,12 +88,11 @@ class EventStore:
         self.backend = backend
         self.url = url
         self.dispatcher = signals.Dispatcher()
-        self._hooks = tuple(redact)
-        self._hooks_copy = copies_on_write(self._hooks)
-        self._pricing = pricing
         self.encryption = encryption
+        self.pipeline = WritePipeline(backend, redact, encryption)
         self._cursor_secret = cursor_secret
-        self._cursors: CursorCodec | None = None
+        self._reader = LogReader(backend, self.pipeline)
+        self._ledger = CostLedger(self._reader, self.append, pricing)
         self._writer = GroupCommitWriter(backend, self._after_commit, max_group=max_group)
         self._runner: asyncio.Task[None] | None = None
         self._task_group: TaskGroup | None = None
@@ -103,12 +106,26 @@ class EventStore:
     def open(cls, url: str, *, redact: Sequence[RedactHook] = (), **options: Any) -> EventStore:
         """A store for `url`; use it as `async with EventStore.open(url) as store:`.
 
-        URLs: memory://, sqlite:///relative.db, sqlite:////absolute.db (query options
-        synchronous=normal|full, busy_timeout=ms), postgresql://user@host:port/db.
-        Options: redact (hooks), cursor_secret (bytes, to share cursors across stores),
-        max_group (events per commit), guardian_interval (seconds between guardian ticks),
-        pricing (a PricingProvider for record_cost; default: the genai-prices dataset),
-        encryption (an Encryption: personal fields encrypted per user, see forget_user).
+        URLs: `memory://` (private) or `memory://name` (shared in this process),
+        `sqlite:///relative.db`, `sqlite:////absolute.db`, `postgresql://user@host:port/db`.
+
+        Store options:
+        - `redact`: redact hooks, run in order on every event before anything is written;
+          a hook that raises fails the append (RedactionError) and writes nothing.
+        - `cursor_secret`: bytes keying cursors, so cursors made by one store are accepted
+          by another on the same log (default: a secret kept in the database).
+        - `max_group`: the most events committed in one transaction (group commit).
+        - `guardian_interval`: seconds between the guardian's checks of subscriptions.
+        - `pricing`: a PricingProvider for record_cost (default: the genai-prices dataset).
+        - `encryption`: an Encryption, so personal fields are encrypted per user and
+          `forget_user` can erase them.
+
+        Backend options (also accepted in the URL's query string):
+        - SQLite: `synchronous` ("normal" or "full"), `busy_timeout` (ms), `create`
+          (False: refuse to create a missing file), `watch_interval` (seconds between checks
+          for other processes' commits, which wake subscriptions).
+        - PostgreSQL: `schema`, `pool_size`, `min_pool_size`, `command_timeout`,
+          `connect_timeout`; other query options go to asyncpg.
         """
         store_options = {k: options.pop(k) for k in
                          ("cursor_secret", "max_group", "guardian_interval", "pricing",
@@ -119,13 +136,16 @@ class EventStore:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> Self:
+        """Open the backend (creating or migrating its schema) and start the store's tasks;
+        `async with store:` calls it. Starting an open store does nothing."""
         if self._open:
             return self
         await self.backend.open()
         try:
             if self.encryption is not None:
                 await self.encryption.bind(self.backend)
-            self._cursors = CursorCodec(self._cursor_secret or await self.backend.secret())
+            self._reader.use_cursors(
+                CursorCodec(self._cursor_secret or await self.backend.secret()))
             started = asyncio.Event()
             self._runner = asyncio.create_task(self._run(started), name="eventstore-runner")
             waiter = asyncio.ensure_future(started.wait())
@@ -198,47 +218,26 @@ class EventStore:
     ) -> None:
         await self.close()
 
-    def _check_open(self) -> CursorCodec:
-        if not self._open or self._cursors is None:
+    def _check_open(self) -> LogReader:
+        if not self._open:
             raise StoreClosedError(
                 "the store is not open; use `async with EventStore.open(url) as store:`"
             )
-        return self._cursors
+        return self._reader
+
+    @property
+    def _costs(self) -> CostLedger:
+        self._check_open()
+        return self._ledger
 
     # --- appends -----------------------------------------------------------------------
-
-    async def _prepare(self, event: Any) -> PreparedEvent:
-        event = validate(event)
-        if type(event) is not Event:  # a RecordedEvent or subclass: keep the Event fields
-            event = Event(**{f: getattr(event, f) for f in Event.__struct_fields__})
-        if event.occurred_at.utcoffset():
-            event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(UTC))
-        if self._hooks:
-            original = event
-            event = await run_hooks(self._hooks, event)
-            try:
-                # hooks that copy on write and found nothing hand back the very event,
-                # validated above
-                unchanged = event is original and self._hooks_copy
-                event = event if unchanged else validate(event)
-            except InvalidEventError as exc:
-                raise RedactionError(
-                    f"a redact hook produced an invalid event ({exc}); nothing was written"
-                ) from exc
-        body = encode_event(event)
-        visible = decode_event(body)
-        digest = digest_of(visible)
-        if self.encryption is not None:  # what is stored differs from what callers see
-            sealed, digest = await self.encryption.seal_with_digest(visible, digest)
-            body = encode_event(sealed)
-        return PreparedEvent(visible=visible, body=body, digest=digest)
 
     @instrumented("append")
     async def append(self, event: Event) -> RecordedEvent:
         """Append one event; an id already stored with the same content returns that event."""
         self._check_open()
-        prepared = [await self._prepare(event)]
-        (recorded,) = await self._reveal_appended(prepared, await self._commit(prepared))
+        prepared = [await self.pipeline.prepare(event)]
+        (recorded,) = self.pipeline.returned(prepared, await self._commit(prepared))
         return recorded
 
     @instrumented("append_many")
@@ -247,39 +246,16 @@ class EventStore:
         self._check_open()
         if isinstance(events, Event) or not isinstance(events, Iterable):
             raise InvalidEventError("append_many() takes a list of Events")
-        prepared = [await self._prepare(event) for event in events]
+        prepared = await self.pipeline.prepare_many(list(events))
         if not prepared:
             return []
-        return await self._reveal_appended(prepared, await self._commit(prepared))
+        return self.pipeline.returned(prepared, await self._commit(prepared))
 
     async def _commit(self, prepared: list[PreparedEvent]) -> list[RecordedEvent]:
         try:
             return await self._writer.submit(prepared)
         except DuplicateEventError as exc:
-            raise await self._explain_duplicate(exc, prepared) from None
-
-    async def _explain_duplicate(self, exc: DuplicateEventError,
-                                 prepared: list[PreparedEvent]) -> DuplicateEventError:
-        """With encryption, a retry of a forgotten user's event cannot match what is stored:
-        its fingerprint was keyed with the destroyed key. Say so rather than "different
-        content"; the stored copy stays erased either way."""
-        if self.encryption is None:
-            return exc
-        user_id = next((p.visible.user_id for p in prepared
-                        if p.visible.id == exc.event_id), None)
-        if user_id is None:
-            return exc
-        newest = (await self.backend.load_keys([user_id])).get(user_id)
-        # generations after the first only exist because an earlier one was forgotten
-        if newest is None or (newest.wrapped is not None and newest.generation == 1):
-            return exc
-        return DuplicateEventError(
-            exc.event_id,
-            f"event id {exc.event_id!r} is already stored, for user {user_id!r}, whose "
-            "personal data forget_user() erased: a retry cannot be matched against the "
-            "erased copy, which stays as it is (or this is other content under a used id). "
-            "To store the event again, give it a new id (omit id= for a fresh UUIDv7).",
-        )
+            raise await self.pipeline.explain_duplicate(exc, prepared) from None
 
     @instrumented("forget_user")
     async def forget_user(self, user_id: str) -> RecordedEvent:
@@ -332,25 +308,7 @@ class EventStore:
         none of their own; `metadata` is added to the events they record. The scope is a
         ContextVar: it follows tasks and `asyncio.to_thread`, never leaks across requests.
         """
-        from .integrations.context import ConversationScope
-
         return ConversationScope(conversation_id, user_id, **metadata)
-
-    async def to_polars(
-        self,
-        *,
-        conversation_id: str | None = None,
-        user_id: str | None = None,
-        type: str | Iterable[str] | None = None,
-        after: datetime | None = None,
-        before: datetime | None = None,
-    ) -> pl.DataFrame:
-        """The matching events as a polars DataFrame, one row per event (needs the
-        `polars` extra); columns in eventstore.integrations.polars."""
-        from .integrations.polars import to_polars
-
-        return await to_polars(self, conversation_id=conversation_id, user_id=user_id,
-                               type=type, after=after, before=before)
 
     def _after_commit(self, committed: list[RecordedEvent]) -> None:
         send = self.dispatcher.send
@@ -358,31 +316,6 @@ class EventStore:
             send(signals.event_appended, self, event=event)
 
     # --- reads -------------------------------------------------------------------------
-
-    async def _reveal(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
-        """The events as callers see them: personal fields decrypted, or erased once their
-        user was forgotten. Without encryption, the stored events as they are."""
-        if self.encryption is None or not events:
-            return events
-        return await self.encryption.open_events(events)
-
-    async def _reveal_appended(
-        self, prepared: Sequence[PreparedEvent], recorded: list[RecordedEvent]
-    ) -> list[RecordedEvent]:
-        """What an append returns. A new event comes back as its visible event (plaintext,
-        which could even look like an envelope), sharing its dicts (see `record`); only an
-        idempotent retry comes back from storage, sealed."""
-        if self.encryption is None:
-            return recorded
-        stored = [i for i, (p, r) in enumerate(zip(prepared, recorded, strict=True))
-                  if r.data is not p.visible.data]
-        if not stored:
-            return recorded
-        opened = await self.encryption.open_events([recorded[i] for i in stored])
-        out = list(recorded)
-        for i, event in zip(stored, opened, strict=True):
-            out[i] = event
-        return out
 
     @instrumented("list_events")
     async def list_events(
@@ -397,18 +330,10 @@ class EventStore:
         cursor: str | None = None,
     ) -> Page:
         """One page of matching events in seq order; pass `page.next_cursor` for the next."""
-        cursors = self._check_open()
+        reader = self._check_open()
         query = build_query(conversation_id=conversation_id, user_id=user_id, type=type,
                             after=after, before=before)
-        limit = check_limit(limit)
-        after_seq = cursors.decode(cursor, query) if cursor is not None else 0
-        events = await self.backend.query(query, after_seq=after_seq, limit=limit + 1)
-        if len(events) > limit:
-            events = events[:limit]
-            next_cursor: str | None = cursors.encode(events[-1].seq, query)
-        else:
-            next_cursor = None
-        return Page(events=await self._reveal(events), next_cursor=next_cursor)
+        return await reader.page(query, limit, cursor)
 
     @instrumented("count_events")
     async def count_events(
@@ -420,15 +345,15 @@ class EventStore:
         after: datetime | None = None,
         before: datetime | None = None,
     ) -> int:
-        self._check_open()
+        """How many events match the filters (those of `list_events`)."""
+        reader = self._check_open()
         query = build_query(conversation_id=conversation_id, user_id=user_id, type=type,
                             after=after, before=before)
-        return await self.backend.count(query)
+        return await reader.count(query)
 
     async def head(self) -> int:
         """The seq of the last committed event (0 for an empty log)."""
-        self._check_open()
-        return await self.backend.head()
+        return await self._check_open().head()
 
     async def read(
         self,
@@ -444,32 +369,19 @@ class EventStore:
         """Every event with seq >= from_seq (optionally filtered as in list_events), in
         order, paged inside. The next page is fetched while the current one is consumed.
         """
-        self._check_open()
+        reader = self._check_open()
         check_seq("from_seq", from_seq)
-        batch_size = check_limit(batch_size)
         query = build_query(conversation_id=conversation_id, user_id=user_id, type=type,
                             after=after, before=before)
         started = send_start(self, "read")
-        pending: asyncio.Future[list[RecordedEvent]] | None = asyncio.ensure_future(
-            self.backend.query(query, after_seq=max(from_seq - 1, 0), limit=batch_size)
-        )
         error: BaseException | None = None
         try:
-            while pending is not None:
-                page = await pending
-                pending = None
-                if len(page) == batch_size:
-                    pending = asyncio.ensure_future(
-                        self.backend.query(query, after_seq=page[-1].seq, limit=batch_size)
-                    )
-                for event in await self._reveal(page):
-                    yield event
+            async for event in reader.read(query, from_seq, batch_size):
+                yield event
         except BaseException as exc:
             error = exc
             raise
         finally:
-            if pending is not None:
-                pending.cancel()
             send_span(self, "read", started, error)
 
     # --- subscriptions -----------------------------------------------------------------
@@ -554,38 +466,13 @@ class EventStore:
         Sends `rebuild_progress` every PROGRESS_EVERY events (and once at the end).
         Returns the first projection.
         """
-        self._check_open()
-        projections: tuple[Projection, ...] = (projection, *more)
-        wanted: set[str] | None = set()
-        for p in projections:
-            p.reset()
-            if p.types is None or wanted is None:
-                wanted = None
-            else:
-                wanted |= p.types
-        head = await self.backend.head()
-        # A fresh replay is in order and never repeats, so each event goes straight to the
-        # apply() of the projections that take its type: no per-event position check.
-        routes: dict[str, list[Any]] = {}
-        everything = [p.apply for p in projections if p.types is None]
-        done = last = 0
-        async for event in self.read(0, type=wanted):
-            applies = routes.get(event.type)
-            if applies is None:
-                applies = routes[event.type] = everything + [
-                    p.apply for p in projections if p.types and event.type in p.types
-                ]
-            for apply in applies:
-                apply(event)
-            last = event.seq
-            done += 1
-            if done % PROGRESS_EVERY == 0:
-                self.dispatcher.send(signals.rebuild_progress, self, projection=projection,
-                                     position=last, head=max(head, last))
-        for p in projections:
-            p.position = max(head, last)
-        self.dispatcher.send(signals.rebuild_progress, self, projection=projection,
-                             position=max(head, last), head=max(head, last))
+        reader = self._check_open()
+
+        def progress(position: int, head: int) -> None:
+            self.dispatcher.send(signals.rebuild_progress, self, projection=projection,
+                                 position=position, head=head)
+
+        await runner.rebuild(reader, (projection, *more), progress)
         return projection
 
     @instrumented("project")
@@ -606,22 +493,11 @@ class EventStore:
         another projection version (or a corrupt one) is discarded: the projection is
         rebuilt from seq 0.
         """
-        from .projections.base import SnapshotError
-
         self._check_open()
         key = name or f"projection:{projection.name}"
         self._check_name_free(key)
-        projection.reset()
-        position = 0
-        checkpoint = await self.backend.load_checkpoint(key)
-        if checkpoint is not None and checkpoint.state is not None:
-            try:
-                projection.restore(checkpoint.state)
-                position = checkpoint.position
-            except SnapshotError as exc:
-                log.warning("projection %s: %s; rebuilding from seq 0", key, exc)
-                projection.reset()
-        types = build_query(type=projection.types)
+        position = await runner.resume(projection, self.backend, key)
+        types = runner.types_of(projection)
         return self._launch(Subscription(
             self, projection.apply_event, name=key, query=types, position=position,
             max_attempts=max_attempts, checkpoint_every=snapshot_every,
@@ -632,11 +508,8 @@ class EventStore:
 
     @property
     def pricing(self) -> PricingProvider:
-        if self._pricing is None:
-            from .pricing import default_pricing
-
-            self._pricing = default_pricing()
-        return self._pricing
+        """The PricingProvider record_cost uses (default: the genai-prices dataset)."""
+        return self._ledger.pricing
 
     @instrumented("record_cost")
     async def record_cost(
@@ -661,36 +534,12 @@ class EventStore:
         convention; for Anthropic add cache_read and cache_creation input tokens). An
         unknown model raises UnknownModelError and records nothing: never a $0 row.
         """
-        from .pricing.records import cost_event
-
-        self._check_open()
-        event = cost_event(
-            pricing or self.pricing, conversation_id=conversation_id, user_id=user_id,
-            provider=provider, model=model, input_tokens=input_tokens,
+        return await self._costs.record_cost(
+            pricing=pricing, occurred_at=occurred_at, conversation_id=conversation_id,
+            user_id=user_id, provider=provider, model=model, input_tokens=input_tokens,
             output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
             cache_write_tokens=cache_write_tokens, latency_ms=latency_ms, metadata=metadata,
-            occurred_at=occurred_at or datetime.now(UTC),
         )
-        return await self.append(event)
-
-    async def _cost_events(
-        self,
-        *,
-        conversation_id: str | None,
-        user_id: str | None,
-        provider: str | None,
-        model: str | None,
-        after: datetime | None,
-        before: datetime | None,
-    ) -> list[RecordedEvent]:
-        from .pricing.records import matches
-
-        for name, value in (("provider", provider), ("model", model)):
-            if value is not None and not isinstance(value, str):
-                raise InvalidQueryError(f"{name}= must be a string or None")
-        return [e async for e in self.read(type="cost_recorded", conversation_id=conversation_id,
-                                           user_id=user_id, after=after, before=before)
-                if matches(e, provider, model)]
 
     @instrumented("sum_cost")
     async def sum_cost(
@@ -704,12 +553,9 @@ class EventStore:
         before: datetime | None = None,
     ) -> Decimal:
         """The exact total cost of the matching cost records (filters combine with AND)."""
-        from .pricing.records import total
-
-        self._check_open()
-        return total(await self._cost_events(
-            conversation_id=conversation_id, user_id=user_id, provider=provider, model=model,
-            after=after, before=before))
+        query = build_query(conversation_id=conversation_id, user_id=user_id,
+                            after=after, before=before)
+        return await self._costs.sum_cost(query, provider, model)
 
     @instrumented("get_cost_records")
     async def get_cost_records(
@@ -723,7 +569,6 @@ class EventStore:
         before: datetime | None = None,
     ) -> list[RecordedEvent]:
         """The cost_recorded events of a conversation (or matching the filters), in order."""
-        self._check_open()
-        return await self._cost_events(
-            conversation_id=conversation_id, user_id=user_id, provider=provider, model=model,
-            after=after, before=before)
+        query = build_query(conversation_id=conversation_id, user_id=user_id,
+                            after=after, before=before)
+        return await self._costs.cost_records(query, provider, model)

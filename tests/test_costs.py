@@ -285,9 +285,9 @@ async def test_a_changed_projection_version_is_rebuilt_not_resumed(
 
 
 async def test_rebuild_reports_progress(store: EventStore, monkeypatch: Any) -> None:
-    import eventstore.store as store_module
+    import eventstore.projections.runner as runner_module
 
-    monkeypatch.setattr(store_module, "PROGRESS_EVERY", 5)
+    monkeypatch.setattr(runner_module, "PROGRESS_EVERY", 5)
     await seed_costs(store)
     head = await store.head()
     seen: list[tuple[int, int]] = []

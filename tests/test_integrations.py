@@ -38,7 +38,7 @@ from eventstore.integrations import (
     instrument_openai,
     stats,
 )
-from eventstore.integrations.polars import MissingDependencyError
+from eventstore.integrations.polars import MissingDependencyError, to_polars
 from eventstore.pricing import ModelPrice, PriceTable
 
 from .conftest import StoreFactory, wait_for
@@ -868,7 +868,7 @@ async def test_to_polars(pstore: EventStore, api: FakeAPI) -> None:
                                      messages=prompt())
     await pstore.track("user_feedback", {"rating": 5}, conversation_id="other")
 
-    frame = await pstore.to_polars(conversation_id="pl")
+    frame = await to_polars(pstore, conversation_id="pl")
     assert isinstance(frame, pl.DataFrame)
     assert frame["type"].to_list() == ["message_sent", "message_sent", "cost_recorded"]
     assert frame["seq"].is_sorted()
@@ -889,11 +889,11 @@ async def test_to_polars(pstore: EventStore, api: FakeAPI) -> None:
     assert cost["latency_ms"] > 0
     assert frame.filter(pl.col("type") == "message_sent")["total_cost"].null_count() == 2
 
-    only_costs = await pstore.to_polars(type="cost_recorded")
+    only_costs = await to_polars(pstore, type="cost_recorded")
     assert only_costs.height == 1
-    everything = await pstore.to_polars()
+    everything = await to_polars(pstore)
     assert everything.height == 4
-    empty = await pstore.to_polars(user_id="nobody")
+    empty = await to_polars(pstore, user_id="nobody")
     assert empty.height == 0 and empty.columns == frame.columns
 
 
@@ -901,7 +901,7 @@ async def test_to_polars_without_polars(pstore: EventStore,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "polars", None)  # what a missing package looks like
     with pytest.raises(MissingDependencyError, match=r"eventstore\[polars\]"):
-        await pstore.to_polars()
+        await to_polars(pstore)
 
 
 def test_importing_eventstore_imports_no_sdk() -> None:

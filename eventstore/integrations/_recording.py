@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..errors import UnknownModelError
 from ..events import MESSAGE_SENT, Event
-from .context import current_attribution
+from ..scope import current_attribution
 
 if TYPE_CHECKING:
     from ..store import EventStore

@@ -1,4 +1,4 @@
-"""The log as a polars DataFrame (`await store.to_polars(...)`), for analysis in notebooks.
+"""The log as a polars DataFrame (`await to_polars(store, ...)`), for analysis in notebooks.
 
 One row per event, in seq order. `data` and `metadata` are JSON strings: events of
 different types have different keys (and the same key may hold different types), which a

@@ -263,6 +263,9 @@ class Encryption:
         # Bumped by every forget: a key-table answer read before a forget finished must not
         # be cached after it.
         self._epoch = 0
+        # Users forgotten by this process (see forget): a set, since a live delivery asks
+        # "was this user forgotten?" for every event, and the answer is almost always no.
+        self.forgotten_here: set[str] = set()
         self._wanted: dict[str, asyncio.Future[_Key]] = {}
         self._nonces = b""
         self._nonce_at = 0
@@ -591,6 +594,9 @@ class Encryption:
         backend = self._backend_or_fail()
         self._epoch += 1
         self._keys.pop(user_id, None)
+        # Events of this user already revealed in memory (on their way to a subscriber)
+        # are revealed again from storage before delivery: see WritePipeline.reveal_live.
+        self.forgotten_here.add(user_id)
         try:
             await backend.destroy_keys(user_id)
         finally:

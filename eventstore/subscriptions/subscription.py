@@ -60,6 +60,11 @@ class _HandlerGaveUp(Exception):
 
 
 class Subscription:
+    """A handler called for every matching event, in seq order, at least once, in a task
+    of its own (see the module docstring). Made by `EventStore.subscribe`; `position` is
+    the seq of the last event it finished, `status` and `describe()` say how it is doing.
+    """
+
     def __init__(
         self,
         store: EventStore,

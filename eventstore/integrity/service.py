@@ -1,0 +1,324 @@
+"""The integrity service: tree heads, proofs, checkpoints and verification, written
+against one small backend capability, `TreeStore`.
+
+A store holds one `Integrity` and delegates `tree_head()`, `prove()`,
+`prove_consistency()`, `checkpoint()` and `verify()` to it. Every read is ONE batched
+`tree_nodes` fetch of O(log n) nodes after one `tree_size` call; since stored nodes never
+change once written, no transaction spans the two calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from eventstore.integrity.errors import (
+    IntegrityError,
+    MalformedNoteError,
+    NoteVerificationError,
+    ProofRequestError,
+)
+from eventstore.integrity.leaf import StoredLeaf, encode_leaf
+from eventstore.integrity.merkle import (
+    CompactRange,
+    NodeKey,
+    consistency_from,
+    consistency_keys,
+    frontier,
+    inclusion_from,
+    inclusion_keys,
+    leaf_hash,
+    root_from,
+    root_keys,
+)
+from eventstore.integrity.note import (
+    Checkpoint,
+    format_checkpoint,
+    is_valid_key_name,
+    open_checkpoint,
+    parse_checkpoint,
+    sign_note,
+    split_note_text,
+    verifier_key,
+)
+from eventstore.integrity.types import ConsistencyProof, InclusionProof, TreeHead, VerifyReport
+
+__all__ = ["Integrity", "TreeStore"]
+
+VERIFY_BATCH = 10_000
+
+
+@runtime_checkable
+class TreeStore(Protocol):
+    """What a backend provides for integrity. Three reads; the writes happen inside the
+    backend's own commit transaction (see `merkle.frontier` and `merkle.extend`).
+
+    - `tree_size()`: the number of leaves the *stored tree* covers (one more than the
+      highest level-0 index stored, or a stored head), never a count of event rows:
+      verification compares the two.
+    - `tree_nodes(keys)`: the stored hashes of the given `(level, index)` nodes, in one
+      round trip; keys not stored are left out of the result (the service reports them).
+    - `stored_leaves(from_seq, limit)`: up to `limit` stored events with
+      `seq >= from_seq`, in seq order, as `StoredLeaf`s; an empty list past the end.
+      Read straight from the events table, whatever the tree says.
+    """
+
+    async def tree_size(self) -> int:
+        """The number of leaves in the stored tree."""
+        ...
+
+    async def tree_nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
+        """The stored hashes of `keys` (missing ones omitted), in one round trip."""
+        ...
+
+    async def stored_leaves(self, from_seq: int, limit: int) -> Sequence[StoredLeaf]:
+        """A page of stored events from `from_seq` on, in seq order."""
+        ...
+
+
+class Integrity:
+    """Tree heads, proofs, checkpoints and verification over one `TreeStore`.
+
+    `origin` names the log (the first line of its checkpoints, and the key name its
+    signatures carry). With a `signing_key`, checkpoints are C2SP signed notes, and a
+    checkpoint given to `verify` must carry a valid signature by that key.
+    """
+
+    def __init__(
+        self, tree: TreeStore, origin: str, signing_key: Ed25519PrivateKey | None = None
+    ) -> None:
+        if not origin or any(c < " " for c in origin):
+            raise IntegrityError(f"a log origin must be one non-empty line: {origin!r}")
+        if signing_key is not None and not is_valid_key_name(origin):
+            raise IntegrityError(
+                f"origin {origin!r} cannot name a signing key: use no spaces and no '+' "
+                "(e.g. 'example.com/audit-log')"
+            )
+        self.tree = tree
+        self.origin = origin
+        self.signing_key = signing_key
+        self.verifier_key: str | None = (
+            verifier_key(signing_key, origin) if signing_key is not None else None
+        )
+
+    async def _fetch(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
+        if not keys:
+            return {}
+        nodes = await self.tree.tree_nodes(keys)
+        missing = [k for k in keys if k not in nodes]
+        if missing:
+            level, index = missing[0]
+            raise IntegrityError(
+                f"the stored tree lacks node (level {level}, index {index}) and "
+                f"{len(missing) - 1} more: the tree is damaged; run verify()"
+            )
+        return nodes
+
+    async def _size(self, size: int | None) -> tuple[int, int]:
+        current = await self.tree.tree_size()
+        if size is None:
+            return current, current
+        if not 0 <= size <= current:
+            raise ProofRequestError(
+                f"tree size {size} is not between 0 and the log's size {current}"
+            )
+        return size, current
+
+    async def tree_head(self, size: int | None = None) -> TreeHead:
+        """The tree head at `size` leaves (default: the whole log)."""
+        size, _ = await self._size(size)
+        nodes = await self._fetch(root_keys(size))
+        return TreeHead(size=size, root=root_from(nodes, size))
+
+    async def prove(self, seq: int, size: int | None = None) -> InclusionProof:
+        """Proof that event `seq` is in the tree of `size` leaves (default: the whole
+        log); it verifies against `tree_head(size).root`."""
+        size, current = await self._size(size)
+        if not 1 <= seq <= size:
+            raise ProofRequestError(
+                f"seq {seq} is not in a tree of {size} events (the log has {current})"
+            )
+        index = seq - 1
+        keys = inclusion_keys(index, size)
+        nodes = await self._fetch([(0, index), *keys])
+        return InclusionProof(
+            seq=seq,
+            index=index,
+            tree_size=size,
+            leaf_hash=nodes[(0, index)],
+            hashes=inclusion_from(nodes, index, size),
+        )
+
+    async def prove_consistency(
+        self, old_size: int, new_size: int | None = None
+    ) -> ConsistencyProof:
+        """Proof that the tree of `new_size` leaves (default: the whole log) extends the
+        tree of `old_size` leaves."""
+        new_size, _ = await self._size(new_size)
+        if not 0 <= old_size <= new_size:
+            raise ProofRequestError(
+                f"old size {old_size} is not between 0 and the new size {new_size}"
+            )
+        nodes = await self._fetch(consistency_keys(old_size, new_size))
+        return ConsistencyProof(
+            old_size=old_size,
+            new_size=new_size,
+            hashes=consistency_from(nodes, old_size, new_size),
+        )
+
+    async def checkpoint(self) -> str:
+        """The current tree head as a C2SP tlog checkpoint; a signed note when the
+        service has a signing key, the bare checkpoint text otherwise."""
+        head = await self.tree_head()
+        text = format_checkpoint(self.origin, head.size, head.root)
+        if self.signing_key is None:
+            return text
+        return sign_note(text, self.signing_key, self.origin)
+
+    def read_checkpoint(self, text: str) -> Checkpoint:
+        """Parse a checkpoint written for this log. With a signing key, its signature by
+        that key must verify; without one, signatures cannot be checked and are skipped.
+
+        Raises `MalformedNoteError` or `NoteVerificationError`, and `IntegrityError` if
+        the checkpoint names another log."""
+        if self.verifier_key is not None:
+            cp = open_checkpoint(text, [self.verifier_key])
+        else:
+            cp = parse_checkpoint(split_note_text(text))
+        if cp.origin != self.origin:
+            raise IntegrityError(
+                f"the checkpoint is for log {cp.origin!r}, this log is {self.origin!r}"
+            )
+        return cp
+
+    async def verify(
+        self,
+        checkpoint: str | None = None,
+        *,
+        batch: int = VERIFY_BATCH,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> VerifyReport:
+        """Recompute every leaf from the stored events and the whole tree, and compare
+        them with the stored tree (and with `checkpoint`, the text of an earlier one, if
+        given). Reports the first bad seq: an edited, deleted, swapped or inserted event,
+        or a log that no longer extends the checkpoint.
+
+        `progress(done, total)` is called after each page. A malformed checkpoint raises
+        `MalformedNoteError`; one whose signature fails is reported, not raised.
+        """
+        problems: list[str] = []
+        cp: Checkpoint | None = None
+        if checkpoint is not None:
+            try:
+                cp = self.read_checkpoint(checkpoint)
+            except NoteVerificationError as exc:
+                problems.append(f"the checkpoint cannot be trusted: {exc}")
+            except MalformedNoteError:
+                raise
+            except IntegrityError as exc:
+                problems.append(str(exc))
+        size = await self.tree.tree_size()
+        cr = CompactRange()
+        cp_root: bytes | None = None
+        first_bad: int | None = None
+        next_seq = 1
+        while first_bad is None:
+            page = await self.tree.stored_leaves(next_seq, batch)
+            if not page:
+                break
+            good: list[bytes] = []
+            for leaf in page:
+                if leaf.seq != next_seq:
+                    first_bad = next_seq
+                    if leaf.seq > next_seq:
+                        gap = f"{next_seq}" if leaf.seq == next_seq + 1 else (
+                            f"{next_seq}..{leaf.seq - 1}"
+                        )
+                        problems.append(
+                            f"seq {gap} missing: the log jumps from seq {next_seq - 1} to "
+                            f"{leaf.seq} (an event was deleted)"
+                        )
+                    else:
+                        problems.append(
+                            f"seq {leaf.seq} appears out of order after seq {next_seq - 1}"
+                        )
+                    break
+                if leaf.seq > size:
+                    first_bad = leaf.seq
+                    problems.append(
+                        f"seq {leaf.seq} is not in the tree (the tree has {size} leaves): "
+                        "an event was inserted without going through the store"
+                    )
+                    break
+                good.append(leaf_hash(encode_leaf(leaf)))
+                next_seq += 1
+            if good:
+                start = cr.size
+                stored = await self.tree.tree_nodes(
+                    [(0, i) for i in range(start, start + len(good))]
+                )
+                for offset, h in enumerate(good):
+                    if stored.get((0, start + offset)) != h:
+                        seq = start + offset + 1
+                        first_bad = seq
+                        problems.append(
+                            f"seq {seq} was altered: its stored content no longer hashes to "
+                            "its leaf in the tree (edited, or swapped with another event)"
+                        )
+                        del good[offset:]
+                        break
+                if cp is not None and cp_root is None and start < cp.size <= start + len(good):
+                    cr.append(good[: cp.size - start])
+                    cp_root = cr.root()
+                    cr.append(good[cp.size - start :])
+                else:
+                    cr.append(good)
+            if progress is not None:
+                progress(cr.size, size)
+        if first_bad is None and cr.size < size:
+            first_bad = cr.size + 1
+            problems.append(
+                f"seq {cr.size + 1}..{size} missing: the tree has {size} leaves but the log "
+                f"ends at seq {cr.size} (events were deleted from the end)"
+            )
+        if first_bad is None:
+            first_bad = await self._compare_stored_root(cr, problems)
+        if cp is not None:
+            if cp.size == 0:
+                cp_root = CompactRange().root()
+            if cp.size > cr.size:
+                problems.append(
+                    f"the log has {cr.size} good events but the checkpoint covers {cp.size}: "
+                    "the log was truncated or events were removed since"
+                )
+                if first_bad is None:
+                    first_bad = cr.size + 1
+            elif cp_root != cp.root:
+                problems.append(
+                    f"the log does not extend the checkpoint: its first {cp.size} events "
+                    "hash to another root (the log was rewritten since the checkpoint)"
+                )
+        return VerifyReport(
+            ok=not problems,
+            size=cr.size,
+            root=cr.root(),
+            first_bad_seq=first_bad,
+            problems=problems,
+        )
+
+    async def _compare_stored_root(self, cr: CompactRange, problems: list[str]) -> int | None:
+        """Compare the recomputed frontier with the stored one; on a mismatch, report the
+        seqs under the first differing node and return the first of them."""
+        keys = frontier(cr.size)
+        stored = await self.tree.tree_nodes(keys) if keys else {}
+        for (level, index), h in zip(keys, cr.hashes, strict=True):
+            if stored.get((level, index)) != h:
+                lo, hi = index << level, (index + 1) << level
+                problems.append(
+                    f"the stored tree over seqs {lo + 1}..{hi} does not match those events: "
+                    "tree nodes were altered or lost"
+                )
+                return lo + 1
+        return None

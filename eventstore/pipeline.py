@@ -1,0 +1,143 @@
+"""The write path, top to bottom, and its exact inverse for reads.
+
+    app ─▶ validate ─▶ redact hooks ─▶ validate again ─▶ encode ─▶ (visible event)
+        ─▶ encrypt personal fields ─▶ encode as stored ─▶ PreparedEvent ─▶ writer
+
+Reading undoes only the last steps: stored events are *revealed* (personal fields
+decrypted, or `[ERASED]` once their key was destroyed). Redaction is never undone: the
+redacted form is what is stored and what everyone sees.
+
+Reveal has one rule for every path an event leaves the store by, so that forgetting a
+user cannot be outrun by an event already on its way: appends return the caller's own
+visible event (never a decryption of what was just sealed), reads and catch-ups reveal
+what is stored, and live deliveries (`reveal_live`) are revealed again from storage when
+their user was forgotten in this process after the event was prepared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .codec import PreparedEvent, decode_event, digest_of, encode_event, record, validate
+from .errors import DuplicateEventError, InvalidEventError, RedactionError
+from .events import Event, RecordedEvent
+from .privacy.hooks import RedactHook, copies_on_write, run_hooks
+from .query import Query
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+    from .privacy.encryption import Encryption
+
+__all__ = ["WritePipeline"]
+
+
+class WritePipeline:
+    """Turns what an application appends into what is stored, and stored events back into
+    what callers may see."""
+
+    def __init__(self, backend: Backend, hooks: Sequence[RedactHook] = (),
+                 encryption: Encryption | None = None) -> None:
+        self._backend = backend
+        self._hooks = tuple(hooks)
+        # hooks that copy on write and found nothing hand back the very event, validated
+        # already: no second validation
+        self._hooks_copy = copies_on_write(self._hooks)
+        self.encryption = encryption
+
+    # --- the way in ----------------------------------------------------------------------
+
+    async def prepare(self, event: Any) -> PreparedEvent:
+        """Validate, redact, encode and (with encryption) seal one event."""
+        event = validate(event)
+        if type(event) is not Event:  # a RecordedEvent or subclass: keep the Event fields
+            event = Event(**{f: getattr(event, f) for f in Event.__struct_fields__})
+        if event.occurred_at.utcoffset():
+            event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(UTC))
+        if self._hooks:
+            original = event
+            event = await run_hooks(self._hooks, event)
+            try:
+                unchanged = event is original and self._hooks_copy
+                event = event if unchanged else validate(event)
+            except InvalidEventError as exc:
+                raise RedactionError(
+                    f"a redact hook produced an invalid event ({exc}); nothing was written"
+                ) from exc
+        body = encode_event(event)
+        visible = decode_event(body)  # what a read gives back: callers see the same
+        digest = digest_of(visible)
+        if self.encryption is not None:  # what is stored differs from what callers see
+            sealed, digest = await self.encryption.seal_with_digest(visible, digest)
+            body = encode_event(sealed)
+        return PreparedEvent(visible=visible, body=body, digest=digest)
+
+    async def prepare_many(self, events: Sequence[Any]) -> list[PreparedEvent]:
+        return [await self.prepare(event) for event in events]
+
+    def returned(self, prepared: Sequence[PreparedEvent],
+                 recorded: list[RecordedEvent]) -> list[RecordedEvent]:
+        """What an append returns: the caller's own visible events at their positions. An
+        idempotent retry matched the stored event's digest, so its content is the caller's;
+        nothing stored needs decrypting."""
+        out = recorded
+        for i, (p, r) in enumerate(zip(prepared, recorded, strict=True)):
+            if r.data is not p.visible.data:  # a retry: the stored copy came back
+                if out is recorded:
+                    out = list(recorded)
+                out[i] = record(p.visible, r.seq, r.recorded_at)
+        return out
+
+    async def explain_duplicate(self, exc: DuplicateEventError,
+                                prepared: Sequence[PreparedEvent]) -> DuplicateEventError:
+        """With encryption, a retry of a forgotten user's event cannot match what is stored:
+        its fingerprint was keyed with the destroyed key. Say so rather than "different
+        content"; the stored copy stays erased either way."""
+        if self.encryption is None:
+            return exc
+        user_id = next((p.visible.user_id for p in prepared
+                        if p.visible.id == exc.event_id), None)
+        if user_id is None:
+            return exc
+        newest = (await self._backend.load_keys([user_id])).get(user_id)
+        # generations after the first only exist because an earlier one was forgotten
+        if newest is None or (newest.wrapped is not None and newest.generation == 1):
+            return exc
+        return DuplicateEventError(
+            exc.event_id,
+            f"event id {exc.event_id!r} is already stored, for user {user_id!r}, whose "
+            "personal data forget_user() erased: a retry cannot be matched against the "
+            "erased copy, which stays as it is (or this is other content under a used id). "
+            "To store the event again, give it a new id (omit id= for a fresh UUIDv7).",
+        )
+
+    # --- the way out ---------------------------------------------------------------------
+
+    async def reveal(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Stored events as callers see them: personal fields decrypted, or erased once
+        their user was forgotten. Without encryption, the stored events as they are."""
+        if self.encryption is None or not events:
+            return events
+        return await self.encryption.open_events(events)
+
+    async def reveal_live(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """Events about to be delivered live (they were revealed when prepared). Those of a
+        user forgotten in this process are revealed again from storage, so an event
+        prepared before `forget_user` and delivered after it comes out `[ERASED]`, exactly
+        as a read of the log shows it."""
+        encryption = self.encryption
+        if encryption is None or not events:
+            return events
+        forgotten = encryption.forgotten_here
+        stale = [e.seq for e in events if e.user_id is not None and e.user_id in forgotten]
+        if not stale:
+            return events
+        fresh: dict[int, RecordedEvent] = {}
+        for seq in stale:
+            stored = await self._backend.query(Query(), after_seq=seq - 1, limit=1)
+            if stored and stored[0].seq == seq:
+                (fresh[seq],) = await self.reveal(stored)
+        return [fresh.get(e.seq, e) if e.user_id in forgotten else e for e in events]

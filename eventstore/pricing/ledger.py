@@ -1,0 +1,54 @@
+"""Cost questions: record a priced call, sum the recorded costs, list the cost records.
+
+The ledger prices a call with the store's `PricingProvider` (default: the genai-prices
+dataset, loaded on first use) and appends it through the store's normal write path, so a
+cost record is redacted, encrypted, committed and signalled like any other event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from ..errors import InvalidQueryError
+from ..events import COST_RECORDED, Event, RecordedEvent
+from ..query import Query
+from ..reads import LogReader
+from .prices import PricingProvider, default_pricing
+from .records import cost_event, matches, total
+
+__all__ = ["CostLedger"]
+
+
+class CostLedger:
+    def __init__(self, reader: LogReader, append: Callable[[Event], Awaitable[RecordedEvent]],
+                 pricing: PricingProvider | None = None) -> None:
+        self._reader = reader
+        self._append = append
+        self._pricing = pricing
+
+    @property
+    def pricing(self) -> PricingProvider:
+        if self._pricing is None:
+            self._pricing = default_pricing()
+        return self._pricing
+
+    async def record_cost(self, *, pricing: PricingProvider | None = None,
+                          occurred_at: datetime | None = None, **call: Any) -> RecordedEvent:
+        event = cost_event(pricing or self.pricing, occurred_at=occurred_at or datetime.now(UTC),
+                           **call)
+        return await self._append(event)
+
+    async def cost_records(self, query: Query, provider: str | None,
+                           model: str | None) -> list[RecordedEvent]:
+        for name, value in (("provider", provider), ("model", model)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidQueryError(f"{name}= must be a string or None")
+        costs = Query(conversation_id=query.conversation_id, user_id=query.user_id,
+                      types=frozenset((COST_RECORDED,)), after=query.after, before=query.before)
+        return [e async for e in self._reader.read(costs) if matches(e, provider, model)]
+
+    async def sum_cost(self, query: Query, provider: str | None, model: str | None) -> Decimal:
+        return total(await self.cost_records(query, provider, model))
