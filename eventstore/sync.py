@@ -35,10 +35,11 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from .errors import StoreClosedError
+from .scope import MetadataScope
 from .store import EventStore
 from .subscriptions import Subscription
 
-__all__ = ["SyncEventStore", "SyncSubscription"]
+__all__ = ["SyncEventStore", "SyncProxy", "SyncSubscription"]
 
 T = TypeVar("T")
 
@@ -118,19 +119,35 @@ def _iterate(runner: _LoopThread, iterator: AsyncIterator[T]) -> Iterator[T]:
             runner.run(close)
 
 
-class SyncSubscription:
-    """A Subscription whose coroutine methods (stop, restart, save_checkpoint) block."""
+class SyncProxy:
+    """A Subscription or a scope whose coroutine methods block (`sub.stop()`,
+    `scope.thumbs_up()`); everything else, `with` included, is the object's own."""
 
-    def __init__(self, subscription: Subscription, runner: _LoopThread) -> None:
-        self.subscription = subscription
+    def __init__(self, target: Any, runner: _LoopThread) -> None:
+        self.target = target
         self._runner = runner
 
     def __getattr__(self, name: str) -> Any:
-        return _sync_attribute(getattr(self.subscription, name), self._runner)
+        return _sync_attribute(getattr(self.target, name), self._runner)
+
+    def __enter__(self) -> Self:
+        self.target.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.target.__exit__(exc_type, exc, tb)
+
+
+SyncSubscription = SyncProxy
 
 
 def _sync_result(value: Any, runner: _LoopThread) -> Any:
-    return SyncSubscription(value, runner) if isinstance(value, Subscription) else value
+    return SyncProxy(value, runner) if isinstance(value, Subscription | MetadataScope) else value
 
 
 def _sync_attribute(value: Any, runner: _LoopThread) -> Any:
@@ -146,6 +163,12 @@ def _sync_attribute(value: Any, runner: _LoopThread) -> Any:
             return _iterate(runner, value(*args, **kwargs))
 
         return iterating
+    if inspect.ismethod(value):  # conversation(), trace(): their scopes' coroutines block
+        @functools.wraps(value)
+        def plain(*args: Any, **kwargs: Any) -> Any:
+            return _sync_result(value(*args, **kwargs), runner)
+
+        return plain
     return value
 
 
