@@ -53,8 +53,10 @@ class CursorCodec:
             # Base64's last character can carry unused bits: insist on the one spelling we
             # issue, so no two strings are the same cursor.
             raise InvalidCursorError("cursor is malformed (not in canonical form)")
+        if len(raw) <= _MAC_BYTES:
+            raise InvalidCursorError("cursor is malformed (too short to be a next_cursor)")
         body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-        if len(raw) <= _MAC_BYTES or not hmac.compare_digest(mac, self._mac(body)):
+        if not hmac.compare_digest(mac, self._mac(body)):
             raise InvalidCursorError(
                 "cursor was altered or made by another store; start again without cursor="
             )

@@ -126,7 +126,7 @@ SUMMARY = {
     1: "title: Trip",
     2: "user: Hi [red]there[/red]",  # rich markup in content is text, never a style
     3: "assistant: Hello!\\nHow can I help?",
-    4: "openai/gpt-4o · 1200 in / 300 out · 420.0 ms · $0.006",
+    4: "openai/gpt-4o · 1200 in / 300 out · 420 ms · $0.006",  # latency rounded
     5: "pii: card number [high]",
     6: "summarize: 10 → 4 messages, 500 tokens removed",
     7: '{"rating":5}',
@@ -304,8 +304,16 @@ def test_count_applies_the_filters(log: Log) -> None:
 
 
 def test_show_prints_the_conversation_as_a_transcript_with_a_running_total(log: Log) -> None:
-    c1, c2 = run_all(["show", "c1"], ["show", "c2"], url=log.url)
+    c1, c2, as_json = run_all(["show", "c1"], ["show", "c2"], ["show", "c2", "--json"],
+                              url=log.url)
     t = {e.seq: when(e.recorded_at) for e in log.events}
+    # Piped, no line is padded out to a table's or a terminal's width.
+    assert [line for line in ok(c1).lines if line != line.rstrip()] == []
+    # A continuation line of a message starts under the message's first line.
+    first, second = ok(c1).lines[3:5]
+    assert second.strip() == "How can I help?"
+    assert second.index("How") == first.index("Hello!")
+    assert decode_events(ok(as_json).lines) == log.where(conversation_id="c2")
 
     def lines(result: Result) -> list[str]:
         return [" ".join(line.split()) for line in ok(result).lines]
@@ -316,7 +324,7 @@ def test_show_prints_the_conversation_as_a_transcript_with_a_running_total(log: 
         f"#2 {t[2]} user Hi [red]there[/red]",
         f"#3 {t[3]} assistant Hello!",
         "How can I help?",
-        f"#4 {t[4]} cost openai/gpt-4o · 1200 in / 300 out · 420.0 ms · $0.006 running total "
+        f"#4 {t[4]} cost openai/gpt-4o · 1200 in / 300 out · 420 ms · $0.006 running total "
         "$0.006",
         f"#5 {t[5]} violation pii: card number [high]",
         f"#6 {t[6]} trim summarize: 10 → 4 messages, 500 tokens removed",
@@ -556,7 +564,7 @@ def test_parquet_without_pyarrow_is_a_one_line_error(log: Log, tmp_path: Path) -
 
 
 def test_rebuild_replays_the_log_into_the_built_in_projections(log: Log) -> None:
-    as_json, as_table = run_all(["rebuild", "--json"], ["replay"], url=log.url)
+    as_json, as_table = run_all(["rebuild", "--json"], ["rebuild"], url=log.url)
     doc = json_lines(as_json)[0]
     assert doc["position"] == 11
     assert doc["costs"] == {
@@ -614,7 +622,7 @@ def test_bad_input_and_unreachable_stores_are_one_line_errors(log: Log, tmp_path
         (["list", "--after", "yesterday"], 2,
          "error: Invalid value for '--after': 'yesterday' is not a date"),
         (["count", "--before", "2026-13-45"], 2, "error: Invalid value for '--before'"),
-        (["list", "--cursor", "not-a-cursor"], 2, "error: cursor was altered"),
+        (["list", "--cursor", "not-a-cursor"], 2, "error: cursor is malformed"),
         (["list", "--after", "1h", "--before", "2h"], 2, "error: --after ("),
         (["nosuch"], 2, "error: No such command 'nosuch'"),
         (["--db", "mysql://localhost/x", "count"], 2, "error: unknown store URL"),
@@ -657,3 +665,84 @@ def test_postgres_store(followers: list[Follower]) -> None:
         assert [int(r["seq"]) for r in csv.DictReader(ok(exported).lines)] == list(range(1, 12))
     finally:
         asyncio.run(drop_pg_schema(schema))
+
+
+# --- conventions ---------------------------------------------------------------------------
+
+
+def test_the_bare_command_and_the_module_print_the_help() -> None:
+    bare = ok(run(url=None))
+    module = subprocess.run([sys.executable, "-m", "eventstore", "--help"], capture_output=True,
+                            text=True, env=_env(None), timeout=TIMEOUT)
+    assert module.returncode == 0, module.stderr
+    for result in (bare.out, module.stdout):
+        lines = result.splitlines()
+        assert lines[0] == "Usage: eventstore [OPTIONS] COMMAND [ARGS]..."
+        commands = {line.split()[0] for line in lines[lines.index("Commands:") + 1:]}
+        assert {"list", "count", "show", "tail", "costs", "export", "rebuild",
+                "subscriptions"} <= commands
+        assert "replay" not in commands  # an undocumented second name for rebuild, gone
+    assert bare.err == ""
+    gone = run("replay", url=None)
+    assert gone.code == 2 and gone.err.startswith("error: No such command 'replay'")
+
+
+def test_no_color_turns_off_every_escape_even_when_color_is_forced(log: Log) -> None:
+    forced = ok(run("show", "c1", url=log.url, env={"FORCE_COLOR": "1"}))
+    plain = ok(run("show", "c1", url=log.url, env={"FORCE_COLOR": "1", "NO_COLOR": "1"}))
+    assert "\x1b[" in forced.out
+    assert "\x1b[" not in plain.out
+    assert plain.out == re.sub(r"\x1b\[[0-9;]*m", "", forced.out)
+
+
+def test_latencies_are_rounded_for_people_and_exact_in_json(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'latency.db'}"
+
+    async def seed() -> None:
+        async with EventStore.open(url, pricing=PRICES) as store:
+            for latency in (1234.5678, 4.26):
+                await store.record_cost(provider="openai", model="gpt-4o", input_tokens=1,
+                                        output_tokens=1, latency_ms=latency,
+                                        conversation_id="l")
+
+    asyncio.run(seed())
+    shown, listed = run_all(["show", "l"], ["list", "--json"], url=url)
+    assert [" 1235 ms " in line or " 4.3 ms " in line for line in ok(shown).lines[1:3]] == [
+        True, True]
+    assert [e.data["latency_ms"] for e in decode_events(ok(listed).lines)] == [1234.5678, 4.26]
+
+
+def test_export_into_a_missing_folder_names_the_folder(log: Log, tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "x.csv"
+    result = run("export", "-o", str(target), url=log.url)
+    assert (result.code, result.out) == (1, "")
+    assert result.err == (f"error: Could not open file '{target}': the folder "
+                          f"{target.parent} does not exist\n")
+    assert ".partial" not in result.err and not target.parent.exists()
+
+
+def test_tail_exits_130_on_ctrl_c_and_quietly_on_a_closed_pipe(
+    small: tuple[str, list[RecordedEvent]], followers: list[Follower],
+) -> None:
+    url, _ = small
+    interrupted = Follower("-n", "1", url=url)
+    followers.append(interrupted)
+    interrupted.line()  # following now: its signal handlers are installed
+    interrupted.proc.send_signal(signal.SIGINT)
+    assert interrupted.wait() == 130
+    assert interrupted.stderr() == ""
+
+    # The reader goes away mid-stream, as `| head -1` does.
+    asyncio.run(many(url, 5_000))  # more than a pipe buffer holds
+    tail = start("tail", "--json", "--from-seq", "0", url=url)
+    head = subprocess.run(["head", "-n", "1"], stdin=tail.stdout, capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert tail.stdout is not None
+    tail.stdout.close()
+    assert decode_events(head.stdout.splitlines())[0].seq == 1
+    assert finish(tail) == Result(1, "", "")
+
+
+async def many(url: str, n: int) -> None:
+    async with EventStore.open(url) as store:
+        await store.append_many(Event(type="ping", data={"n": i}) for i in range(n))

@@ -10,7 +10,6 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -24,6 +23,8 @@ from rich.text import Text
 from ..clock import utcnow
 from ..errors import UnsupportedURLError
 from ..events import RecordedEvent
+from ..query import Query as Filters
+from ..query import build_query
 from ..store import EventStore
 from .render import iso
 
@@ -38,14 +39,19 @@ _json = msgspec.json.Encoder(decimal_format="string")
 # --- output --------------------------------------------------------------------------------
 
 
+def _plain() -> dict[str, Any]:
+    # NO_COLOR (no-color.org): no ANSI styling at all, even where FORCE_COLOR asks for it.
+    return {"color_system": None} if os.environ.get("NO_COLOR") else {}
+
+
 def _stdout_console() -> Console:
     # Piped output is for grep and files: do not wrap rows at a pretend 80 columns.
     wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(highlight=False, width=1_000 if wide else None)
+    return Console(highlight=False, width=1_000 if wide else None, **_plain())
 
 
 out = _stdout_console()
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, **_plain())
 
 
 def emit_json(value: Any) -> None:
@@ -109,23 +115,10 @@ def time_option(name: str, help: str) -> Callable[[F], F]:
 # --- filters -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Filters:
-    conversation_id: str | None = None
-    user_id: str | None = None
-    types: frozenset[str] | None = None
-    after: datetime | None = None
-    before: datetime | None = None
-
-    def query(self) -> dict[str, Any]:
-        """Keyword arguments for list_events / count_events."""
-        return {"conversation_id": self.conversation_id, "user_id": self.user_id,
-                "type": self.types, "after": self.after, "before": self.before}
-
-    def stream(self) -> dict[str, Any]:
-        """Keyword arguments for read (which has no time bounds)."""
-        return {"conversation_id": self.conversation_id, "user_id": self.user_id,
-                "type": self.types}
+def where(f: Filters) -> dict[str, Any]:
+    """The filters as keyword arguments of list_events, count_events and read."""
+    return {"conversation_id": f.conversation_id, "user_id": f.user_id, "type": f.types,
+            "after": f.after, "before": f.before}
 
 
 def filter_options(*, times: bool = True) -> Callable[[F], F]:
@@ -156,7 +149,8 @@ def make_filters(conversation_id: str | None = None, user_id: str | None = None,
                  before: datetime | None = None) -> Filters:
     if after is not None and before is not None and after > before:
         raise click.UsageError(f"--after ({iso(after)}) is later than --before ({iso(before)})")
-    return Filters(conversation_id, user_id, frozenset(types) if types else None, after, before)
+    return build_query(conversation_id=conversation_id, user_id=user_id, type=types or None,
+                       after=after, before=before)
 
 
 async def pages(store: EventStore, f: Filters, limit: int = PAGE
@@ -164,7 +158,7 @@ async def pages(store: EventStore, f: Filters, limit: int = PAGE
     """Every page of matching events, cursor after cursor."""
     cursor: str | None = None
     while True:
-        page = await store.list_events(**f.query(), limit=limit, cursor=cursor)
+        page = await store.list_events(**where(f), limit=limit, cursor=cursor)
         yield page.events
         if page.next_cursor is None:
             return

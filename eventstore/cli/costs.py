@@ -7,16 +7,18 @@ Summed from the log page by page rather than from ConversationCosts, because the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 
+import click
 from rich.table import Table
 from rich.text import Text
 
-from ..events import RecordedEvent
+from ..events import COST_RECORDED, RecordedEvent
 from ..pricing.money import EXACT, ZERO
+from ..query import Query as Filters
 from ..store import EventStore
-from .base import Filters, pages
+from .base import emit_json, make_filters, note, out, pages, time_option, with_store
 from .render import cost_of, fmt_key, fmt_money
 
 GROUPS = ("user", "model", "provider", "day", "conversation")
@@ -108,3 +110,47 @@ def costs_table(totals: CostTotals, rows: list[CostGroup]) -> Table:
         table.add_row(Text(fmt_key(g.key)), str(g.calls), str(g.input_tokens),
                       str(g.output_tokens), fmt_money(g.total_cost))
     return table
+
+
+@click.command("costs")
+@click.option("--by", type=click.Choice(GROUPS), default="user", show_default=True,
+              help="Group totals by this.")
+@time_option("--after", "Costs recorded at or after TIME (ISO date or datetime, naive = "
+             "UTC, or a period ago like 7d, 12h, 30m).")
+@time_option("--before", "Costs recorded at or before TIME.")
+@click.option("--conversation", "conversation_id", metavar="ID", help="Only this conversation.")
+@click.option("--user", "user_id", metavar="ID", help="Only this user.")
+@click.option("--provider", metavar="NAME", help="Only this provider.")
+@click.option("--model", metavar="NAME", help="Only this model.")
+@click.option("--top", type=click.IntRange(min=1), metavar="N",
+              help="Only the N most expensive groups (the total still covers all).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document; amounts are exact decimal strings.")
+@with_store
+async def costs_cmd(store: EventStore, *, by: str, after: datetime | None,
+                    before: datetime | None, conversation_id: str | None, user_id: str | None,
+                    provider: str | None, model: str | None, top: int | None,
+                    as_json: bool) -> None:
+    """Exact cost totals grouped by user, model, provider, day or conversation.
+
+    Days are the UTC date of each call (occurred_at); --after/--before bound the time the
+    cost was recorded, like every other filter.
+    """
+    f = make_filters(conversation_id=conversation_id, user_id=user_id,
+                     types=(COST_RECORDED,), after=after, before=before)
+    totals = await cost_totals(store, f, by, provider=provider, model=model)
+    rows = totals.ordered(top)
+    if totals.skipped:
+        note(f"warning: skipped {totals.skipped} cost records without a valid total_cost")
+    grand = totals.total
+    if as_json:
+        emit_json({"by": by, "after": after, "before": before, "groups": rows,
+                   "calls": grand.calls, "input_tokens": grand.input_tokens,
+                   "output_tokens": grand.output_tokens, "total_cost": grand.total_cost})
+        return
+    out.print(costs_table(totals, rows))
+    if len(totals.groups) > len(rows):
+        note(f"top {len(rows)} of {len(totals.groups)} groups; the total covers all of them")
+
+
+COMMANDS = (costs_cmd,)

@@ -21,8 +21,9 @@ import msgspec
 
 from ..errors import MissingDependencyError
 from ..events import RecordedEvent
+from ..query import Query as Filters
 from ..store import EventStore
-from .base import Filters, pages, progress_bar
+from .base import filter_options, make_filters, note, pages, progress_bar, where, with_store
 from .render import iso
 
 FORMATS = ("jsonl", "csv", "parquet")
@@ -30,7 +31,6 @@ COLUMNS = ("seq", "id", "type", "conversation_id", "user_id", "occurred_at", "re
            "data", "metadata")
 
 _json = msgspec.json.Encoder(decimal_format="string")
-
 
 
 class Writer(Protocol):
@@ -160,9 +160,17 @@ def output_stream(path: str | None, fmt: str) -> Iterator[IO[bytes]]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise click.FileError(path, f"the folder {folder} does not exist")
     partial = f"{path}.partial"
     try:
-        with open(partial, "wb") as stream:
+        stream = open(partial, "wb")
+    except OSError as exc:
+        # Name the file the user asked for, not the temporary name beside it.
+        raise click.FileError(path, exc.strerror or str(exc)) from exc
+    try:
+        with stream:
             yield stream
         os.replace(partial, path)
     except BaseException:
@@ -175,7 +183,7 @@ async def export(store: EventStore, f: Filters, fmt: str, output: str | None) ->
     """Write every matching event; returns how many."""
     if fmt == "parquet":
         _pyarrow()  # fail before anything is opened or written
-    total = await store.count_events(**f.query())
+    total = await store.count_events(**where(f))
     written = 0
     with output_stream(output, fmt) as stream, progress_bar() as bar:
         task = bar.add_task("export", total=total)
@@ -186,3 +194,24 @@ async def export(store: EventStore, f: Filters, fmt: str, output: str | None) ->
             bar.update(task, completed=written)
         writer.close()
     return written
+
+
+@click.command("export")
+@filter_options()
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="Output format (default: from the --output suffix, else jsonl).")
+@click.option("-o", "--output", metavar="FILE", help="Write here instead of stdout.")
+@with_store
+async def export_cmd(store: EventStore, *, fmt: str | None, output: str | None,
+                     **filters: Any) -> None:
+    """Every matching event, oldest first, as JSON lines, CSV or Parquet.
+
+    CSV and Parquet have one column per field, with data and metadata as JSON text.
+    """
+    fmt = fmt or infer_format(output)
+    written = await export(store, make_filters(**filters), fmt, output)
+    if output not in (None, "-"):
+        note(f"exported {written} events to {output} ({fmt})")
+
+
+COMMANDS = (export_cmd,)

@@ -3,9 +3,11 @@ once the whole log has been replayed into them."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -18,7 +20,10 @@ from ..projections import (
     Projection,
     PromptVersions,
 )
-from .render import fmt_key, fmt_money
+from ..signals import rebuild_progress
+from ..store import EventStore
+from .base import emit_json, note, out, progress_bar, with_store
+from .render import fmt_key, fmt_money, fmt_ms
 
 
 @dataclass
@@ -68,10 +73,6 @@ def _table(*columns: str) -> Table:
     return table
 
 
-def _ms(value: Any) -> str:
-    return "-" if value is None else f"{value:g}"
-
-
 def print_summary(console: Console, s: dict[str, Any]) -> None:
     c = s["costs"]
     console.print(Text(f"costs: {fmt_money(c['total_cost'])} over {c['calls']} calls, "
@@ -106,8 +107,8 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     if models:
         table = _table("model", "samples", "p50 ms", "p95 ms", "p99 ms")
         for model, pct in models.items():
-            table.add_row(Text(model), str(pct["count"]), _ms(pct["p50"]), _ms(pct["p95"]),
-                          _ms(pct["p99"]))
+            table.add_row(Text(model), str(pct["count"]), fmt_ms(pct["p50"]), fmt_ms(pct["p95"]),
+                          fmt_ms(pct["p99"]))
         console.print(table)
 
     prompts = s["prompts"]
@@ -126,3 +127,34 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     if skipped:
         console.print(Text("skipped malformed events: " + ", ".join(
             f"{name} {n}" for name, n in skipped.items()), style="yellow"))
+
+
+@click.command("rebuild")
+@click.option("--json", "as_json", is_flag=True, help="The summary as one JSON document.")
+@with_store
+async def rebuild_cmd(store: EventStore, *, as_json: bool) -> None:
+    """Rebuild the built-in projections from the whole log and summarise them."""
+    projections = BuiltIn()
+    started = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task("rebuild", total=await store.head())
+
+        def on_progress(sender: Any, *, position: int, head: int, **_: Any) -> None:
+            bar.update(task, completed=position, total=head)
+
+        rebuild_progress.connect(on_progress, sender=store, weak=False)
+        try:
+            await store.rebuild(*projections.all())
+        finally:
+            rebuild_progress.disconnect(on_progress, sender=store)
+    elapsed = time.perf_counter() - started
+    result = summary(projections)
+    if as_json:
+        emit_json(result)
+    else:
+        print_summary(out, result)
+    note(f"replayed the log to seq {projections.costs.position} in {elapsed:.2f}s")
+
+
+
+COMMANDS = (rebuild_cmd,)

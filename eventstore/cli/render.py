@@ -50,6 +50,16 @@ def fmt_money(amount: Decimal) -> str:
     return f"${whole}.{frac.rstrip('0').ljust(2, '0')}"
 
 
+def fmt_ms(value: Any) -> str:
+    """Milliseconds as a person reads them: whole ones, tenths below 10 (the exact float
+    is in the JSON output); "-" for none."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:.1f}" if abs(value) < 10 else str(round(value))
+
+
 def cost_of(event: RecordedEvent) -> Decimal | None:
     """The total cost of a cost_recorded event, or None if its data is not a cost."""
     data = event.data
@@ -73,7 +83,7 @@ def _cost_text(data: Mapping[str, Any]) -> str:
     if cached:
         parts.append(", ".join(cached))
     if data.get("latency_ms") is not None:
-        parts.append(f"{data['latency_ms']} ms")
+        parts.append(f"{fmt_ms(data['latency_ms'])} ms")
     total = Decimal(data["total_cost"])
     parts.append(fmt_money(total))
     return " · ".join(parts)
@@ -160,17 +170,10 @@ class Transcript:
         self.counts: dict[str, int] = {}
         self.users: set[str] = set()
 
-    def _table(self) -> Table:
-        # Fixed widths so the pages, printed one after another, line up as one table.
-        table = Table.grid(padding=(0, 2))
-        table.add_column(justify="right", min_width=self.seq_width + 1, no_wrap=True)
-        table.add_column(no_wrap=True, width=19)
-        table.add_column(no_wrap=True, min_width=10)
-        table.add_column()
-        return table
-
-    def page(self, events: list[RecordedEvent]) -> Table:
-        table = self._table()
+    def page(self, events: list[RecordedEvent]) -> Text:
+        """The page's lines. Plain text lines rather than a table: a table pads every row
+        to its widest, which fills piped output with trailing spaces."""
+        lines = Text()
         for event in events:
             kind = _KINDS.get(event.type, "event")
             self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -191,9 +194,19 @@ class Transcript:
                     self.total = EXACT.add(self.total, cost)
                     self.calls += 1
                 text.append(f"   running total {fmt_money(self.total)}", style="dim")
-            table.add_row(Text(f"#{event.seq}", style="dim"), Text(fmt_time(event.recorded_at)),
-                          Text(label, style=_STYLES.get(kind, "bold")), text)
-        return table
+            if lines:
+                lines.append("\n")
+            lines.append(f"#{event.seq}".rjust(self.seq_width + 1), style="dim")
+            lines.append(f"  {fmt_time(event.recorded_at)}  ")
+            lines.append(label.ljust(10), style=_STYLES.get(kind, "bold"))
+            lines.append("  ")
+            # Continuation lines of a multi-line message start under its first line.
+            indent = "\n" + " " * (self.seq_width + 1 + 2 + 19 + 2 + max(len(label), 10) + 2)
+            for i, part in enumerate(text.split("\n", allow_blank=True)):
+                if i:
+                    lines.append(indent)
+                lines.append_text(part)
+        return lines
 
     def footer(self) -> Text:
         names = [("message", "message"), ("cost", "cost record"), ("violation", "violation"),

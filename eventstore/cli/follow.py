@@ -1,4 +1,4 @@
-"""`eventstore tail`: follow the log from another process.
+"""Following the log from another process (`eventstore tail`).
 
 The follower reads the log by seq. The backend's commit notifications (PostgreSQL's
 LISTEN, SQLite's data_version watcher) wake it as soon as any process commits; the poll
@@ -11,13 +11,21 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ..events import RecordedEvent
+from ..query import Query as Filters
 from ..store import EventStore
-from .base import Filters
+from .base import where
 
 T = TypeVar("T")
+
+
+@dataclass
+class Followed:
+    shown: int = 0
+    signal: signal.Signals | None = None  # the signal that stopped the follower, if one did
 
 
 @contextlib.asynccontextmanager
@@ -47,7 +55,7 @@ async def last_events(store: EventStore, f: Filters, n: int) -> tuple[list[Recor
         start = max(head - window, 0) + 1
         found: list[RecordedEvent] = []
         position = head
-        async with reading(store.read(start, **f.stream())) as events:
+        async with reading(store.read(start, **where(f))) as events:
             async for event in events:
                 found.append(event)
                 position = event.seq
@@ -65,28 +73,26 @@ async def follow(
     last: int,
     count: int | None,
     interval: float,
-) -> int:
+) -> Followed:
     """Show the last `last` events (or all from `from_seq`), then each new one, until
-    `count` events were shown or SIGINT / SIGTERM arrives. Returns how many were shown."""
+    `count` events were shown or SIGINT / SIGTERM arrives."""
     wake = asyncio.Event()
-    stopping = False
+    result = Followed()
 
-    def stop() -> None:
-        nonlocal stopping
-        stopping = True
+    def stop(sig: signal.Signals) -> None:
+        result.signal = sig
         wake.set()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, stop, sig)
     listen: Callable[[Callable[[int], None]], Awaitable[None]] | None = getattr(
         store.backend, "listen", None)
     if listen is not None:
         await listen(lambda head: wake.set())
-    shown = 0
 
     def done() -> bool:
-        return stopping or (count is not None and shown >= count)
+        return result.signal is not None or (count is not None and result.shown >= count)
 
     try:
         if from_seq is not None:
@@ -95,25 +101,25 @@ async def follow(
             backlog, position = await last_events(store, f, last)
             for event in backlog:
                 show(event)
-                shown += 1
+                result.shown += 1
                 if done():
-                    return shown
+                    return result
         while not done():
             wake.clear()
             head = await store.head()
-            async with reading(store.read(position + 1, **f.stream())) as events:
+            async with reading(store.read(position + 1, **where(f))) as events:
                 async for event in events:
                     position = event.seq
                     show(event)
-                    shown += 1
+                    result.shown += 1
                     if done():
-                        return shown
+                        return result
             # Everything up to `head` had committed before the read began, and the log has
             # no holes below its head, so nothing matching is left behind it.
             position = max(position, head)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), interval)
-        return shown
+        return result
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
