@@ -250,3 +250,45 @@ async def test_a_conversation_scope_rates_its_last_call(store: EventStore) -> No
     assert rec.data["call_id"] == second.id
     empty = await store.conversation("no-calls").thumbs_down()
     assert empty.data["call_id"] is None
+
+
+# --- AiCore's filters in to_polars ---------------------------------------------------------
+
+
+async def test_to_polars_filters_by_provider_tokens_latency_and_identifiers(
+    store: EventStore,
+) -> None:
+    pytest.importorskip("polars")
+    from eventstore.integrations.polars import to_polars
+
+    with store.conversation("c1", agent_id="planner", session_id="s1", workspace_id="w1"):
+        small = await cost(store, tokens=100, latency=50, metadata={"operation": "chat"})
+        big = await cost(store, tokens=2000, latency=900, metadata={"action_id": "a7"})
+    other = await store.record_cost(provider="anthropic", model="claude-x", input_tokens=10,
+                                    output_tokens=5, latency_ms=20, pricing=FixedPricing(),
+                                    metadata={"agent_id": "critic"})
+    await store.track("llm_call", {"provider": "openai", "model": "gpt-x",
+                                   "input_tokens": 40, "output_tokens": 2,
+                                   "latency_ms": 120.0}, metadata={"agent_id": "planner"})
+    await store.append(Event(type="note", metadata={"agent_id": "planner"}))
+
+    async def ids(**filters: Any) -> list[str]:
+        return list((await to_polars(store, **filters))["id"])
+
+    assert await ids(provider="anthropic") == [other.id]
+    assert await ids(type="cost_recorded", agent_id="planner") == [small.id, big.id]
+    assert await ids(type="cost_recorded", min_tokens=1000) == [big.id]
+    assert await ids(type="cost_recorded", max_latency_ms=50) == [small.id, other.id]
+    assert len(await ids(agent_id="planner")) == 4  # the llm_call and the note too
+    assert len(await ids(agent_id="planner", min_latency_ms=100)) == 2  # big, llm_call
+    assert await ids(action_id="a7") == [big.id]
+    frame = await to_polars(store, session_id="s1")
+    assert list(frame["workspace_id"]) == ["w1", "w1"]
+    assert list(frame["operation"]) == ["chat", None]
+    calls = await to_polars(store, type="llm_call")
+    assert (calls["provider"][0], calls["input_tokens"][0], calls["latency_ms"][0]) == (
+        "openai", 40, 120.0)
+    with pytest.raises(TypeError, match="unknown filter"):
+        await to_polars(store, colour="red")
+    with pytest.raises(EventStoreError):
+        await to_polars(store, min_tokens="many")
