@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from . import signals
+from . import prompts, signals
 from .backends import backend_for_url
 from .backends.base import Backend
 from .codec import PreparedEvent
@@ -36,14 +36,16 @@ from .errors import (
     SubscriptionError,
 )
 from .events import USER_FORGOTTEN, Event, RecordedEvent
+from .feedback import feedback_event, find_last_call
 from .operations import instrumented, send_span, send_start
 from .pipeline import WritePipeline
 from .pricing.ledger import CostLedger
 from .privacy.hooks import RedactHook
 from .projections import runner
+from .prompts import Prompt
 from .query import build_query, check_seq
 from .reads import READ_BATCH, LogReader, Page
-from .scope import ConversationScope
+from .scope import ConversationScope, TraceScope, check_store_metadata, note_call, scoped
 from .subscriptions import Guardian, Handler, Subscription
 from .writer import GroupCommitWriter
 
@@ -84,12 +86,14 @@ class EventStore:
         pricing: PricingProvider | None = None,
         encryption: Encryption | None = None,
         url: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.backend = backend
         self.url = url
         self.dispatcher = signals.Dispatcher()
         self.encryption = encryption
-        self.pipeline = WritePipeline(backend, redact, encryption)
+        self.metadata = check_store_metadata(metadata)
+        self.pipeline = WritePipeline(backend, redact, encryption, self.metadata)
         self._cursor_secret = cursor_secret
         self._reader = LogReader(backend, self.pipeline)
         self._ledger = CostLedger(self._reader, self.append, pricing)
@@ -107,7 +111,8 @@ class EventStore:
         """A store for `url`; use it as `async with EventStore.open(url) as store:`.
 
         URLs: `memory://` (private) or `memory://name` (shared in this process),
-        `sqlite:///relative.db`, `sqlite:////absolute.db`, `postgresql://user@host:port/db`.
+        `sqlite:///relative.db`, `sqlite:////absolute.db`, `jsonl:///relative/dir`,
+        `jsonl:////absolute/dir`, `postgresql://user@host:port/db`.
 
         Store options:
         - `redact`: redact hooks, run in order on every event before anything is written;
@@ -119,17 +124,21 @@ class EventStore:
         - `pricing`: a PricingProvider for record_cost (default: the genai-prices dataset).
         - `encryption`: an Encryption, so personal fields are encrypted per user and
           `forget_user` can erase them.
+        - `metadata`: a dict added to the metadata of every event of this store (the
+          event's own keys win; `tags` add up), e.g. `{"service": "api", "env": "prod"}`.
 
         Backend options (also accepted in the URL's query string):
         - SQLite: `synchronous` ("normal" or "full"), `busy_timeout` (ms), `create`
           (False: refuse to create a missing file), `watch_interval` (seconds between checks
           for other processes' commits, which wake subscriptions).
+        - jsonl: `synchronous`, `lock_timeout` (seconds), `create`, `watch_interval`, and
+          `clock` (a function returning the UTC time, which picks the day file).
         - PostgreSQL: `schema`, `pool_size`, `min_pool_size`, `command_timeout`,
           `connect_timeout`; other query options go to asyncpg.
         """
         store_options = {k: options.pop(k) for k in
                          ("cursor_secret", "max_group", "guardian_interval", "pricing",
-                          "encryption") if k in options}
+                          "encryption", "metadata") if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
 
@@ -300,15 +309,72 @@ class EventStore:
         )
 
     def conversation(
-        self, conversation_id: str, user_id: str | None = None, **metadata: Any
+        self, conversation_id: str, user_id: str | None = None, *,
+        tags: Iterable[str] = (), **metadata: Any
     ) -> ConversationScope:
         """Attribute the LLM calls made inside `with` / `async with` to a conversation.
 
-        Instrumented clients (eventstore.integrations) use these ids when they were given
-        none of their own; `metadata` is added to the events they record. The scope is a
-        ContextVar: it follows tasks and `asyncio.to_thread`, never leaks across requests.
+        Instrumented clients (eventstore.integrations), record_cost and feedback use these
+        ids when they were given none of their own; `metadata` and `tags` are added to the
+        events they record. The scope is a ContextVar: it follows tasks and
+        `asyncio.to_thread`, never leaks across requests. `await scope.thumbs_up()`,
+        `thumbs_down()` and `feedback(text)` rate the conversation's last call.
         """
-        return ConversationScope(conversation_id, user_id, **metadata)
+        return ConversationScope(conversation_id, user_id, store=self, tags=tags, **metadata)
+
+    def trace(self, trace_id: str, *, tags: Iterable[str] = (), **metadata: Any) -> TraceScope:
+        """A run: every call recorded inside `with` / `async with` carries `trace_id` and
+        its parent step (`scope.step(name)` opens one); `RunSummaries` sums runs up."""
+        return TraceScope(trace_id, tags=tags, **metadata)
+
+    @instrumented("feedback")
+    async def feedback(
+        self,
+        rating: float | None = None,
+        comment: str | None = None,
+        *,
+        call_id: str | None = None,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+    ) -> RecordedEvent:
+        """Append a `user_feedback` event rating a call (`call_id`: the id of its
+        `llm_call` event) with a number, a comment or both. Ids default to the scope's."""
+        self._check_open()
+        conversation_id, user_id, metadata = scoped(conversation_id, user_id, None)
+        return await self.append(feedback_event(
+            rating, comment, call_id=call_id, conversation_id=conversation_id,
+            user_id=user_id, metadata=metadata))
+
+    async def last_call_id(self, conversation_id: str) -> str | None:
+        """The call id of the conversation's last recorded call (None if it has none)."""
+        self._check_open()
+        return await find_last_call(self, conversation_id)
+
+    # --- prompts -----------------------------------------------------------------------
+
+    @instrumented("register_prompt")
+    async def register_prompt(
+        self, name: str, version: str, *, user: str, system: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Prompt:
+        """Register a prompt version (once: versions never change; the same content again
+        is a no-op, other content a PromptConflictError)."""
+        self._check_open()
+        return await prompts.register_prompt(self, name, version, user=user, system=system,
+                                             metadata=metadata)
+
+    @instrumented("activate_prompt")
+    async def activate_prompt(self, name: str, version: str) -> Prompt:
+        """Make a registered version the one `prompt(name)` returns."""
+        self._check_open()
+        return await prompts.activate_prompt(self, name, version)
+
+    @instrumented("prompt")
+    async def prompt(self, name: str, version: str | None = None) -> Prompt:
+        """A registered prompt version (default: the active one); PromptNotFoundError if
+        there is none. `with prompt.scope():` attributes the calls inside to it."""
+        self._check_open()
+        return await prompts.get_prompt(self, name, version)
 
     def _after_commit(self, committed: list[RecordedEvent]) -> None:
         send = self.dispatcher.send
@@ -533,13 +599,19 @@ class EventStore:
         `input_tokens` is the whole input, cached tokens included (OpenTelemetry's
         convention; for Anthropic add cache_read and cache_creation input tokens). An
         unknown model raises UnknownModelError and records nothing: never a $0 row.
+        Inside a conversation(), trace() or prompt scope the call takes the scope's ids
+        (unless given) and metadata.
         """
-        return await self._costs.record_cost(
+        conversation_id, user_id, scoped_metadata = scoped(conversation_id, user_id, metadata)
+        recorded = await self._costs.record_cost(
             pricing=pricing, occurred_at=occurred_at, conversation_id=conversation_id,
             user_id=user_id, provider=provider, model=model, input_tokens=input_tokens,
             output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
-            cache_write_tokens=cache_write_tokens, latency_ms=latency_ms, metadata=metadata,
+            cache_write_tokens=cache_write_tokens, latency_ms=latency_ms,
+            metadata=scoped_metadata,
         )
+        note_call(recorded)
+        return recorded
 
     @instrumented("sum_cost")
     async def sum_cost(
@@ -551,11 +623,13 @@ class EventStore:
         model: str | None = None,
         after: datetime | None = None,
         before: datetime | None = None,
+        tag: str | None = None,
     ) -> Decimal:
-        """The exact total cost of the matching cost records (filters combine with AND)."""
+        """The exact total cost of the matching cost records (filters combine with AND;
+        `tag`: records whose metadata tags include it)."""
         query = build_query(conversation_id=conversation_id, user_id=user_id,
                             after=after, before=before)
-        return await self._costs.sum_cost(query, provider, model)
+        return await self._costs.sum_cost(query, provider, model, tag)
 
     @instrumented("get_cost_records")
     async def get_cost_records(
@@ -567,8 +641,9 @@ class EventStore:
         model: str | None = None,
         after: datetime | None = None,
         before: datetime | None = None,
+        tag: str | None = None,
     ) -> list[RecordedEvent]:
         """The cost_recorded events of a conversation (or matching the filters), in order."""
         query = build_query(conversation_id=conversation_id, user_id=user_id,
                             after=after, before=before)
-        return await self._costs.cost_records(query, provider, model)
+        return await self._costs.cost_records(query, provider, model, tag)

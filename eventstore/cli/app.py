@@ -8,6 +8,7 @@
     eventstore rebuild
     eventstore subscriptions
     eventstore count --type policy_violation
+    eventstore prompts
 
 Data goes to stdout; progress bars, next-page cursors and errors go to stderr, so stdout
 can always be piped. Errors are one line, `error: <message>`, with exit status 2 for bad
@@ -24,13 +25,13 @@ import sys
 import click
 
 from ..errors import EventStoreError, InvalidQueryError, UnsupportedURLError
-from . import costs, export, log, projections, subscriptions
+from . import costs, export, log, projections, prompts, subscriptions
 from .base import err, out
 
 DEFAULT_URL = "sqlite:///eventstore.db"
 
 # The command groups, each a module with a COMMANDS tuple; a new group is one more entry.
-GROUPS = (log, costs, export, projections, subscriptions)
+GROUPS = (log, costs, export, projections, subscriptions, prompts)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

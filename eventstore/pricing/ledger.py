@@ -17,7 +17,7 @@ from ..events import COST_RECORDED, Event, RecordedEvent
 from ..query import Query
 from ..reads import LogReader
 from .prices import PricingProvider, default_pricing
-from .records import cost_event, matches, total
+from .records import cost_event, has_tag, matches, total
 
 __all__ = ["CostLedger"]
 
@@ -41,14 +41,16 @@ class CostLedger:
                            **call)
         return await self._append(event)
 
-    async def cost_records(self, query: Query, provider: str | None,
-                           model: str | None) -> list[RecordedEvent]:
-        for name, value in (("provider", provider), ("model", model)):
+    async def cost_records(self, query: Query, provider: str | None, model: str | None,
+                           tag: str | None = None) -> list[RecordedEvent]:
+        for name, value in (("provider", provider), ("model", model), ("tag", tag)):
             if value is not None and not isinstance(value, str):
                 raise InvalidQueryError(f"{name}= must be a string or None")
         costs = Query(conversation_id=query.conversation_id, user_id=query.user_id,
                       types=frozenset((COST_RECORDED,)), after=query.after, before=query.before)
-        return [e async for e in self._reader.read(costs) if matches(e, provider, model)]
+        return [e async for e in self._reader.read(costs)
+                if matches(e, provider, model) and (tag is None or has_tag(e, tag))]
 
-    async def sum_cost(self, query: Query, provider: str | None, model: str | None) -> Decimal:
-        return total(await self.cost_records(query, provider, model))
+    async def sum_cost(self, query: Query, provider: str | None, model: str | None,
+                       tag: str | None = None) -> Decimal:
+        return total(await self.cost_records(query, provider, model, tag))
