@@ -60,3 +60,9 @@ def test_costs_by_tag_on_a_jsonl_store(tmp_path: Path) -> None:
     assert doc["calls"] == 3 and Decimal(doc["total_cost"]) == Decimal("1.2")  # each once
     listed = json_lines(run("list", "--json", "--type", "prompt_activated", url=url))
     assert [e["data"] for e in listed] == [{"name": "greet", "version": "v1"}]
+
+
+def test_a_missing_jsonl_directory_is_an_error_not_a_new_log(tmp_path: Path) -> None:
+    result = run("list", url=f"jsonl:///{tmp_path / 'typo'}")
+    assert result.code == 1 and "no eventstore directory" in result.err
+    assert not (tmp_path / "typo").exists()

@@ -37,9 +37,9 @@ GROUPS = (log, costs, export, projections, subscriptions, prompts)
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--db", default=DEFAULT_URL, show_default=True, envvar="EVENTSTORE_URL",
               show_envvar=True, metavar="URL",
-              help="Store URL: sqlite:///path.db, sqlite:////abs/path.db or "
-                   "postgresql://user@host:port/db. A SQLite file must already exist "
-                   "(add ?create=1 to allow a new one).")
+              help="Store URL: sqlite:///path.db, sqlite:////abs/path.db, jsonl:///dir or "
+                   "postgresql://user@host:port/db. A SQLite file or jsonl directory must "
+                   "already exist (add ?create=1 to allow a new one).")
 @click.version_option(package_name="eventstore")
 def cli(db: str) -> None:
     """Read, follow, total and export an eventstore log."""

@@ -181,7 +181,8 @@ def open_store(url: str) -> EventStore:
     options: dict[str, Any] = {}
     parts = urlsplit(url)
     # A typo'd path must be an error, not a new empty database that answers "no events".
-    if parts.scheme.lower() == "sqlite" and "create" not in dict(parse_qsl(parts.query)):
+    if parts.scheme.lower() in ("sqlite", "jsonl") and "create" not in dict(
+            parse_qsl(parts.query)):
         options["create"] = False
     try:
         return EventStore.open(url, **options)
