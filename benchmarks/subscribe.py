@@ -1,11 +1,18 @@
 """Subscription figures: append-to-handler latency and catch-up throughput.
 
-    python benchmarks/subscribe.py [--events 10000] [--behind 100000] [--url postgresql://...]
+    python benchmarks/subscribe.py [--events 10000] [--behind 100000] [--idle 10000]
+                                   [--url postgresql://...]
 
 Latency: 10 producer tasks append `--events` events in all, each awaiting its own append
 (an app under load); every handler notes the time from the append call to the moment it
 runs. Reported as p50 / p99 for one subscriber and for ten. Catch-up: a subscriber starts
 `--behind` events behind the head and we time until its position reaches the head.
+Guardian: a store holds --idle durable subscriptions (and, for comparison, 10) to a type
+nobody appends, so they have nothing to deliver; we time one `store.guardian.check()`,
+then run checks back to back while one producer appends and report p50 / p99 of
+`append()` during them (at least one whole check, up to 200 appends or about twice a
+check's time). The subscriptions keep their defaults, so they also save checkpoints as
+the appends move their positions, as they would in an app.
 Rows for memory, SQLite and PostgreSQL (throwaway schemas, dropped afterwards; skipped
 with a note when no server answers at --url, default EVENTSTORE_PG_URL or the local test
 database).
@@ -81,10 +88,54 @@ async def catch_up(url: str, behind: int, durable: bool) -> float:
     return head / elapsed
 
 
+async def guardian(url: str, idle: int, samples: int = 200) -> tuple[float, list[float]]:
+    """(ms of one guardian check, append() latencies in ms while checks run)."""
+    def handler(event: RecordedEvent) -> None:
+        pass
+
+    # The background tick is pushed out of the way: the checks timed are ours.
+    async with EventStore.open(url, guardian_interval=3600) as store:
+        await store.append(Event(type="bench", data={"pad": "x" * 120}))
+        subs = [await store.subscribe(handler, name=f"idle-{i}", types={"never-appended"})
+                for i in range(idle)]
+        for _ in range(6_000):  # every one started and waiting for work, within 5 min
+            if all(sub.status == "running" for sub in subs):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError("the idle subscriptions did not all start within 5 minutes")
+        started = time.perf_counter()
+        await store.guardian.check()
+        check = time.perf_counter() - started
+
+        checks = 0
+        stop = asyncio.Event()
+
+        async def checking() -> None:
+            nonlocal checks
+            while not stop.is_set():
+                await store.guardian.check()
+                checks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(checking())
+        millis: list[float] = []
+        deadline = time.perf_counter() + max(2 * check, 1.0)
+        while checks < 1 or (len(millis) < samples and time.perf_counter() < deadline):
+            started = time.perf_counter()
+            await store.append(Event(type="bench", data={"pad": "x" * 120}))
+            millis.append((time.perf_counter() - started) * 1000)
+        stop.set()
+        await task
+    return check * 1000, millis
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--behind", type=int, default=100_000)
+    parser.add_argument("--idle", type=int, default=10_000,
+                        help="idle durable subscriptions for the guardian rows (0: skip)")
     parser.add_argument("--url", default=DEFAULT_URL,
         help="PostgreSQL server for the postgres rows (skipped if it does not answer)")
     args = parser.parse_args()
@@ -123,6 +174,20 @@ async def main() -> None:
                     rate = await catch_up(url, args.behind, durable)
                     kind = "durable  " if durable else "anonymous"
                     print(f"  {label:8} {kind}: {rate:10,.0f} events/s")
+            if args.idle:
+                print("guardian check with idle durable subscriptions, and append() latency "
+                      "while checks run back to back")
+            for label in labels if args.idle else ():
+                for idle in sorted({10, args.idle}):
+                    url = await url_for(label, f"guardian-{idle}")
+                    if url is None:
+                        break
+                    check, millis = await guardian(url, idle)
+                    p50 = statistics.median(millis)
+                    p99 = percentile(millis, 0.99) if len(millis) > 1 else millis[0]
+                    print(f"  {label:8} {idle:6,} idle: one check {check:10,.2f} ms   "
+                          f"append() p50 {p50:9,.2f} ms   p99 {p99:9,.2f} ms"
+                          f"   ({len(millis)} appends)")
     finally:
         for schema in schemas:
             await drop_schema(args.url, schema)

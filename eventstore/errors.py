@@ -35,6 +35,14 @@ class RedactionError(EventStoreError):
     """A redact hook raised or returned something other than an Event; nothing was written."""
 
 
+class RedactorConfigError(EventStoreError, ValueError):
+    """A redactor (PIIRedactor) was built with an unknown detector, action, field or region."""
+
+
+class RetentionError(EventStoreError, ValueError):
+    """A retention policy is not valid, or the store cannot apply one (no encryption)."""
+
+
 class UnsupportedURLError(EventStoreError, ValueError):
     """The store URL names a scheme eventstore has no backend for."""
 
@@ -79,6 +87,15 @@ class UnknownModelError(EventStoreError, LookupError):
             "pricing=PriceTable({...}) with your own per-token prices, or check the spelling"
         )
         super().__init__(f"{hint} ({detail})" if detail else hint)
+
+
+class InvalidCallError(EventStoreError, ValueError):
+    """A model call passed to record_llm_call is malformed; nothing was recorded."""
+
+
+class MissingMessageError(EventStoreError, LookupError):
+    """A recorded call references a message or an earlier call the log does not hold
+    among the events read (read the whole conversation to rebuild its calls)."""
 
 
 class EncryptionError(EventStoreError):

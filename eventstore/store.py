@@ -18,6 +18,7 @@ import contextvars
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -27,6 +28,7 @@ from anyio.abc import TaskGroup
 from . import prompts, signals
 from .backends import backend_for_url
 from .backends.base import Backend
+from .calls import CallRecorder, LLMCall, Metrics, compute_metrics, read_calls
 from .codec import PreparedEvent
 from .cursor import CursorCodec
 from .errors import (
@@ -34,10 +36,11 @@ from .errors import (
     EventStoreError,
     InvalidEventError,
     InvalidOptionError,
+    RetentionError,
     StoreClosedError,
     SubscriptionError,
 )
-from .events import USER_FORGOTTEN, Event, RecordedEvent
+from .events import Event, RecordedEvent
 from .feedback import feedback_event, find_last_call
 from .operations import instrumented, send_span, send_start
 from .pipeline import WritePipeline
@@ -54,10 +57,10 @@ from .subscriptions.subscription import DEFAULT_HANDLER_TIMEOUT
 from .writer import GroupCommitWriter
 
 if TYPE_CHECKING:
-    from decimal import Decimal
 
     from .pricing import PricingProvider
     from .privacy.encryption import Encryption
+    from .privacy.retention import Retention, RetentionReport
     from .projections.base import Projection
 
     P = TypeVar("P", bound=Projection)
@@ -94,6 +97,7 @@ class EventStore:
         guardian_interval: float = 30.0,
         pricing: PricingProvider | None = None,
         encryption: Encryption | None = None,
+        retention: Retention | None = None,
         url: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         receiver_timeout: float | None = signals.DEFAULT_RECEIVER_TIMEOUT,
@@ -102,11 +106,18 @@ class EventStore:
         self.url = url
         self.dispatcher = signals.Dispatcher(timeout=receiver_timeout)
         self.encryption = encryption
+        if retention is not None and encryption is None:
+            raise RetentionError(
+                "retention= needs encryption=Encryption(...): content is expired by "
+                "destroying the keys it is encrypted with"
+            )
+        self.retention = retention
         self.metadata = check_store_metadata(metadata)
         self.pipeline = WritePipeline(backend, redact, encryption, self.metadata)
         self._cursor_secret = cursor_secret
         self._reader = LogReader(backend, self.pipeline)
         self._ledger = CostLedger(self._reader, self.append, pricing)
+        self._calls = CallRecorder(self._reader, self.append_many, lambda: self._ledger.pricing)
         self._writer = GroupCommitWriter(backend, self._after_commit, max_group=max_group)
         self._runner: asyncio.Task[None] | None = None
         self._task_group: TaskGroup | None = None
@@ -139,7 +150,10 @@ class EventStore:
         - `guardian_interval`: seconds between the guardian's checks of subscriptions.
         - `pricing`: a PricingProvider for record_cost (default: the genai-prices dataset).
         - `encryption`: an Encryption, so personal fields are encrypted per user and
-          `forget_user` can erase them.
+          `forget_user` can erase them. A store once opened with it refuses appends
+          without it (reads then show `[ENCRYPTED]`).
+        - `retention`: a Retention, so personal fields are keyed per user and period and
+          `apply_retention` erases the periods older than `content_after`.
         - `metadata`: a dict added to the metadata of every event of this store (the
           event's own keys win; `tags` add up), e.g. `{"service": "api", "env": "prod"}`.
         - `receiver_timeout`: seconds an async signal receiver may take per delivery
@@ -152,11 +166,13 @@ class EventStore:
         - jsonl: `synchronous`, `lock_timeout` (seconds), `create`, `watch_interval`, and
           `clock` (a function returning the UTC time, which picks the day file).
         - PostgreSQL: `schema`, `pool_size`, `min_pool_size`, `command_timeout`,
-          `connect_timeout`; other query options go to asyncpg.
+          `connect_timeout`, `create` (False: refuse a schema that holds no store); other
+          query options go to asyncpg.
         """
         store_options = {k: options.pop(k) for k in
                          ("cursor_secret", "max_group", "guardian_interval", "pricing",
-                          "encryption", "metadata", "receiver_timeout") if k in options}
+                          "encryption", "metadata", "receiver_timeout", "retention")
+                         if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
 
@@ -170,7 +186,10 @@ class EventStore:
         await self.backend.open()
         try:
             if self.encryption is not None:
-                await self.encryption.bind(self.backend)
+                period = self.retention.period if self.retention is not None else None
+                await self.encryption.bind(self.backend, period=period)
+            else:
+                await self.pipeline.check_sealed()
             self._reader.use_cursors(
                 CursorCodec(self._cursor_secret or await self.backend.secret()))
             started = asyncio.Event()
@@ -318,23 +337,50 @@ class EventStore:
         except DuplicateEventError as exc:
             raise await self.pipeline.explain_duplicate(exc, prepared) from None
 
+    async def append_audit(self, event: Event) -> RecordedEvent:
+        """Append an event the store writes about itself (user_forgotten,
+        retention_applied): validated, but never redacted nor encrypted, so no hook can
+        refuse the record and no key destruction can erase it."""
+        self._check_open()
+        prepared = [await self.pipeline.prepare(event, audit=True)]
+        (recorded,) = await self._commit(prepared)
+        return recorded
+
     @instrumented("forget_user")
     async def forget_user(self, user_id: str) -> RecordedEvent:
-        """Erase a user's personal fields from every read by destroying their data key
-        (crypto-shredding, see eventstore.encryption), and log it as a `user_forgotten`
-        event, which names the user id and nothing else. Seq, types, times, token counts
-        and costs of their events stay. Needs a store opened with encryption=."""
+        """Erase a user's personal fields from every read by destroying their data keys
+        (crypto-shredding, see eventstore.encryption), rebuild the live projections and
+        drop stored snapshots (which may hold decrypted fields), scrub the backend, and log
+        it as a `user_forgotten` event naming the user id (as its user_id column does).
+        Seq, types, times, token counts and costs of their events stay. Needs a store
+        opened with encryption=. When another process's reader keeps the old bytes on
+        disk, the event's data says so under "pending" and an ErasurePendingWarning is
+        raised; the store finishes the scrub by itself."""
         self._check_open()
         if self.encryption is None:
             raise EventStoreError(
                 "forget_user() needs a store opened with encryption=Encryption(...): without "
                 "it personal fields are stored in plaintext and cannot be erased"
             )
-        # live deliveries from now on show what the log shows (WritePipeline.reveal_live)
-        await self.encryption.forget(user_id)
-        return await self.append(
-            Event(type=USER_FORGOTTEN, user_id=user_id, data={"user_id": user_id})
-        )
+        from .privacy.erasure import forget_user
+
+        return await forget_user(self, user_id)
+
+    @instrumented("apply_retention")
+    async def apply_retention(self, *, dry_run: bool = False,
+                              now: datetime | None = None) -> RetentionReport:
+        """Erase the personal fields of every key period that ended more than
+        `retention.content_after` ago (see eventstore.privacy.retention); with dry_run,
+        only say what would be erased. Needs a store opened with retention=."""
+        self._check_open()
+        if self.retention is None:
+            raise RetentionError(
+                "apply_retention() needs a store opened with retention=Retention("
+                "content_after=timedelta(days=...)) and encryption="
+            )
+        from .privacy.retention import apply_retention
+
+        return await apply_retention(self, self.retention, dry_run=dry_run, now=now)
 
     async def track(
         self,
@@ -600,13 +646,23 @@ class EventStore:
         self._check_open()
         key = name or f"projection:{projection.name}"
         self._registry.check_name_free(key)
-        position = await runner.resume(projection, self.backend, key)
+        encryption = self.encryption
+        snapshot = projection.snapshot
+        if encryption is not None:  # snapshots hold decrypted fields: store them sealed
+            await encryption.load_snapshot_key()
+
+            def snapshot() -> bytes:
+                return encryption.seal_snapshot(projection.snapshot())
+
+        position = await runner.resume(projection, self.backend, key,
+                                       encryption.open_snapshot if encryption else None)
         types = runner.types_of(projection)
         return self._registry.launch(Subscription(
             self._host, self._registry, projection.apply_event, name=key, query=types,
             position=position,
             max_attempts=max_attempts, checkpoint_every=snapshot_every,
-            checkpoint_interval=snapshot_interval, snapshot=projection.snapshot,
+            checkpoint_interval=snapshot_interval, snapshot=snapshot,
+            reset=projection.reset,
         ))
 
     # --- costs -------------------------------------------------------------------------
@@ -632,18 +688,21 @@ class EventStore:
         metadata: dict[str, Any] | None = None,
         pricing: PricingProvider | None = None,
         occurred_at: datetime | None = None,
+        cost: Decimal | None = None,
     ) -> RecordedEvent:
         """Price an LLM call and append it as a `cost_recorded` event.
 
         `input_tokens` is the whole input, cached tokens included (OpenTelemetry's
         convention; for Anthropic add cache_read and cache_creation input tokens). An
         unknown model raises UnknownModelError and records nothing: never a $0 row.
+        `cost=Decimal(...)` records a cost the provider reported instead of pricing the
+        tokens (`price_source` "provider"). For whole calls use `record_llm_call`.
         Inside a conversation(), trace() or prompt scope the call takes the scope's ids
         (unless given) and metadata.
         """
         conversation_id, user_id, scoped_metadata = scoped(conversation_id, user_id, metadata)
         recorded = await self._costs.record_cost(
-            pricing=pricing, occurred_at=occurred_at, conversation_id=conversation_id,
+            pricing=pricing, occurred_at=occurred_at, cost=cost, conversation_id=conversation_id,
             user_id=user_id, provider=provider, model=model, input_tokens=input_tokens,
             output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
             cache_write_tokens=cache_write_tokens, latency_ms=latency_ms,
@@ -665,7 +724,9 @@ class EventStore:
         tag: str | None = None,
     ) -> Decimal:
         """The exact total cost of the matching cost records (filters combine with AND;
-        `tag`: records whose metadata tags include it)."""
+        `after` / `before` bound the calls' time, occurred_at; `tag`: records whose
+        metadata tags include it). Unpriced calls are not in it: `metrics().unpriced_calls`
+        counts them."""
         query = build_query(conversation_id=conversation_id, user_id=user_id,
                             after=after, before=before)
         return await self._costs.sum_cost(query, provider, model, tag)
@@ -686,3 +747,92 @@ class EventStore:
         query = build_query(conversation_id=conversation_id, user_id=user_id,
                             after=after, before=before)
         return await self._costs.cost_records(query, provider, model, tag)
+
+    # --- model calls -------------------------------------------------------------------
+
+    @instrumented("record_llm_call")
+    async def record_llm_call(
+        self,
+        *,
+        provider: str,
+        model: str | None,
+        request: Mapping[str, Any],
+        response: Mapping[str, Any] | None,
+        latency_ms: float | None,
+        error: BaseException | Mapping[str, Any] | None = None,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        occurred_at: datetime | None = None,
+        api: str | None = None,
+        stream: bool = False,
+        time_to_first_token_ms: float | None = None,
+        attempts: int | None = None,
+        price_context: Mapping[str, str] | None = None,
+        incomplete: bool = False,
+        record_messages: bool = True,
+    ) -> RecordedEvent:
+        """Record one model call whole and priced; returns its `llm_call` event, whose id
+        is the call id (what `feedback(call_id=...)` takes).
+
+        `request` / `response` are the provider's request and response bodies as dicts
+        (SDK objects are dumped as the API writes them); `error` is None, an exception or
+        a dict with `type`, `message` and optionally `status_code`, `request_id`. Each
+        message is stored once per conversation and referenced by later calls; the cost
+        is genai-prices' for the whole usage and price context on the call's date, and a
+        call with no known price is recorded *unpriced* with all its usage.
+
+        `api` names the flavour (chat, responses, messages, gemini; detected from the
+        bodies when None); `stream`, `time_to_first_token_ms`, `attempts` (HTTP tries,
+        retries included) and `incomplete` (a stream cut short) describe the call;
+        `price_context` adds genai-prices price-variant keys (e.g. {"processing":
+        "batch"}) to those read from the bodies (the service tier served);
+        `record_messages=False` keeps messages and reply content out of the log. A
+        malformed call raises InvalidCallError and writes nothing.
+        """
+        self._check_open()
+        recorded = await self._calls.record(
+            provider=provider, model=model, request=request, response=response,
+            latency_ms=latency_ms, error=error, conversation_id=conversation_id,
+            user_id=user_id, metadata=metadata, occurred_at=occurred_at, api=api,
+            stream=stream, time_to_first_token_ms=time_to_first_token_ms, attempts=attempts,
+            price_context=price_context, incomplete=incomplete,
+            record_messages=record_messages)
+        note_call(recorded)  # what the conversation scope's thumbs_up() rates
+        return recorded
+
+    @instrumented("calls")
+    async def calls(
+        self,
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> list[LLMCall]:
+        """The recorded model calls, in order, each with the exact request that was sent
+        (rebuilt from the messages it references) and what came back."""
+        reader = self._check_open()
+        query = build_query(conversation_id=conversation_id, user_id=user_id,
+                            after=after, before=before)
+        return await read_calls(reader, query)
+
+    @instrumented("metrics")
+    async def metrics(
+        self,
+        *,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        tag: str | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> Metrics:
+        """Calls, errors, exact total cost, unpriced calls, tokens by kind and latency
+        (average, nearest-rank p50 / p95) of the matching model calls; `after` / `before`
+        bound the calls' time (occurred_at), `tag` matches `metadata["tags"]`."""
+        reader = self._check_open()
+        query = build_query(conversation_id=conversation_id, user_id=user_id,
+                            after=after, before=before)
+        return await compute_metrics(reader, query, provider=provider, model=model, tag=tag)

@@ -150,12 +150,21 @@ async def test_sum_cost_filters_combine_with_and(
 
 
 async def test_sum_cost_time_bounds(store: EventStore) -> None:
+    """Cost questions bound the call's time (occurred_at), inclusive: a backdated call
+    counts in its own window, not in the one it was written in."""
     recs = await seed_costs(store)
-    lo, hi = recs[3].recorded_at, recs[10].recorded_at
+    lo, hi = recs[3].occurred_at, recs[10].occurred_at
     expected = sum((Decimal(r.data["total_cost"]) for r in recs
-                    if lo <= r.recorded_at <= hi), Decimal(0))
+                    if lo <= r.occurred_at <= hi), Decimal(0))
     assert await store.sum_cost(after=lo, before=hi) == expected
     assert await store.sum_cost(after=hi + timedelta(days=1)) == 0
+    backdated = await store.record_cost(provider="openai", model="gpt-4o", input_tokens=10,
+                                        output_tokens=1, occurred_at=lo - timedelta(days=30),
+                                        pricing=PRICES)
+    assert await store.sum_cost(after=lo - timedelta(days=7)) == sum(
+        (Decimal(r.data["total_cost"]) for r in recs), Decimal(0))
+    assert await store.sum_cost(before=lo - timedelta(days=29)) == Decimal(
+        backdated.data["total_cost"])
     with pytest.raises(InvalidQueryError):
         await store.sum_cost(model=3)  # type: ignore[arg-type]
     with pytest.raises(InvalidQueryError):

@@ -292,3 +292,58 @@ async def test_to_polars_filters_by_provider_tokens_latency_and_identifiers(
         await to_polars(store, colour="red")
     with pytest.raises(EventStoreError):
         await to_polars(store, min_tokens="many")
+
+
+# --- record_llm_call inside the scopes -----------------------------------------------------
+
+
+def chat_call(content: str = "hi") -> dict[str, Any]:
+    return {
+        "provider": "openai", "model": "gpt-4o", "latency_ms": 120.0,
+        "request": {"model": "gpt-4o", "messages": [{"role": "user", "content": content}]},
+        "response": {"id": f"r-{content}", "object": "chat.completion", "model": "gpt-4o",
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": "hello"}}],
+                     "usage": {"prompt_tokens": 10, "completion_tokens": 5,
+                               "total_tokens": 15}},
+    }
+
+
+async def test_record_llm_call_in_a_trace_and_a_rated_conversation(store: EventStore) -> None:
+    async with store.conversation("c1", user_id="u1", tags=["beta"]) as chat:
+        with store.trace("agent-run") as run, run.step("plan"):
+            first = await store.record_llm_call(**chat_call("plan it"))
+        assert first.metadata["trace_id"] == "agent-run"
+        assert first.metadata["step_name"] == "plan" and first.metadata["tags"] == ["beta"]
+        assert (first.conversation_id, first.user_id) == ("c1", "u1")
+        with store.trace("agent-run"):
+            try:
+                raise RuntimeError("upstream overloaded")
+            except RuntimeError as exc:
+                failed = await store.record_llm_call(**{**chat_call("again"),
+                                                        "response": None}, error=exc)
+        up = await chat.thumbs_down()
+    assert up.data["call_id"] == failed.id
+    summary = (await store.rebuild(RunSummaries())).get("agent-run")
+    assert summary is not None and summary.status == "failed" and summary.steps == 2
+    assert summary.input_tokens == 10 and summary.latency_ms == 240.0
+    assert summary.cost > 0  # the priced first call
+
+
+async def test_a_failed_call_keeps_its_redacted_traceback(open_store: StoreFactory) -> None:
+    from eventstore import PIIRedactor
+
+    def fails_with_a_secret() -> None:
+        raise ValueError("bad key sk-proj-abcdefghijklmnopqrstuvwx1234 for alice@example.org")
+
+    async with open_store(redact=[PIIRedactor()]) as store:
+        try:
+            fails_with_a_secret()
+        except ValueError as exc:
+            call = await store.record_llm_call(**{**chat_call(), "response": None}, error=exc)
+        stored = (await store.list_events(type="llm_call")).events[0]
+    text = stored.data["error"]["traceback"]
+    assert stored.id == call.id
+    assert "fails_with_a_secret" in text and "ValueError" in text  # the stack is there
+    assert "sk-proj-abcdefghijklmnopqrstuvwx1234" not in text
+    assert "alice@example.org" not in text

@@ -10,13 +10,12 @@ The SDKs stay optional: importing this package imports none of them; each
 record that could not be written (recording never fails the caller's request).
 """
 
-from ._recording import LLM_ERROR, IntegrationStats, stats
+from ._recording import IntegrationStats, stats
 from .anthropic import instrument_anthropic
 from .context import Attribution, ConversationScope, current_attribution
 from .openai import instrument_openai
 
 __all__ = [
-    "LLM_ERROR",
     "Attribution",
     "ConversationScope",
     "IntegrationStats",

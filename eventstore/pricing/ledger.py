@@ -46,10 +46,15 @@ class CostLedger:
         for name, value in (("provider", provider), ("model", model), ("tag", tag)):
             if value is not None and not isinstance(value, str):
                 raise InvalidQueryError(f"{name}= must be a string or None")
+        # One clock for cost questions: the call's time (occurred_at), not the commit's,
+        # so a backdated call counts in its own day and window.
         costs = Query(conversation_id=query.conversation_id, user_id=query.user_id,
-                      types=frozenset((COST_RECORDED,)), after=query.after, before=query.before)
-        return [e async for e in self._reader.read(costs)
-                if matches(e, provider, model) and (tag is None or has_tag(e, tag))]
+                      types=frozenset((COST_RECORDED,)))
+        after, before = query.after, query.before
+        return [e async for e in self._reader.read(costs) if matches(e, provider, model)
+                and (tag is None or has_tag(e, tag))
+                and (after is None or e.occurred_at >= after)
+                and (before is None or e.occurred_at <= before)]
 
     async def sum_cost(self, query: Query, provider: str | None, model: str | None,
                        tag: str | None = None) -> Decimal:

@@ -151,7 +151,7 @@ class PricingProvider(Protocol):
 # OpenTelemetry `gen_ai.provider.name` values that genai-prices' own matching gets wrong or
 # misses (e.g. "azure.ai.openai" would match its "openai" provider by substring and lose
 # Azure's prices). Others ("gcp.gemini", "aws.bedrock", "mistral_ai") already resolve.
-_OTEL_PROVIDER_IDS: Final[Mapping[str, str]] = {
+OTEL_PROVIDER_IDS: Final[Mapping[str, str]] = {
     "azure.ai.openai": "azure",
     "azure.ai.inference": "azure",
     "gcp.gen_ai": "google",
@@ -278,7 +278,7 @@ class GenAIPrices:
             return "the provider name is empty"
         if not model.strip():
             return "the model name is empty"
-        provider_id = _OTEL_PROVIDER_IDS.get(provider.strip().lower(), provider)
+        provider_id = OTEL_PROVIDER_IDS.get(provider.strip().lower(), provider)
         try:
             gp_provider, info = snapshot.find_provider_model(model, None, provider_id, None)
         except LookupError as exc:
@@ -407,10 +407,14 @@ class PriceTable:
     def fallback(self) -> PricingProvider | None:
         return self._fallback
 
-    def price_for(self, provider: str, model: str) -> ModelPrice:
+    def own_price(self, provider: str, model: str) -> ModelPrice | None:
+        """The table's own price for the model (no fallback), or None."""
         p = provider.strip().lower()
         m = model.strip().lower()
-        price = self._table.get((p, m)) or self._table.get((p, "*"))
+        return self._table.get((p, m)) or self._table.get((p, "*"))
+
+    def price_for(self, provider: str, model: str) -> ModelPrice:
+        price = self.own_price(provider, model)
         if price is not None:
             return price
         if self._fallback is not None:

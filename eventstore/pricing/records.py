@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from ..errors import EventStoreError, InvalidUsageError, UnknownModelError
+from ..errors import EventStoreError, InvalidCallError, InvalidUsageError, UnknownModelError
 from ..events import COST_RECORDED, Event, RecordedEvent
 from .money import ZERO, add_money, parse_money
 from .prices import GenAIPrices, ModelPrice, PricingProvider, compute_cost
@@ -49,6 +49,7 @@ def cost_event(
     latency_ms: float | None,
     metadata: dict[str, Any] | None,
     occurred_at: datetime,
+    cost: Decimal | None = None,
 ) -> Event:
     for name, value in (("provider", provider), ("model", model)):
         if not isinstance(value, str) or not value:
@@ -59,17 +60,42 @@ def cost_event(
         or not 0 <= latency_ms < float("inf")
     ):
         raise InvalidUsageError(f"latency_ms={latency_ms!r} must be a finite number >= 0 or None")
-    price = _price(pricing, provider, model, occurred_at)
-    breakdown = compute_cost(
-        price, input_tokens=input_tokens, output_tokens=output_tokens,
-        cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
-    )
-    data: dict[str, Any] = {"provider": provider, "model": model, **breakdown.to_data()}
-    data["price_source"] = price.source or type(pricing).__name__
+    if cost is not None:
+        data = _provider_cost(provider, model, cost, input_tokens=input_tokens,
+                              output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
+                              cache_write_tokens=cache_write_tokens)
+    else:
+        price = _price(pricing, provider, model, occurred_at)
+        breakdown = compute_cost(
+            price, input_tokens=input_tokens, output_tokens=output_tokens,
+            cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
+        )
+        data = {"provider": provider, "model": model, **breakdown.to_data()}
+        data["price_source"] = price.source or type(pricing).__name__
     if latency_ms is not None:
         data["latency_ms"] = latency_ms
     return Event(type=COST_RECORDED, data=data, conversation_id=conversation_id,
                  user_id=user_id, metadata=dict(metadata or {}), occurred_at=occurred_at)
+
+
+def _provider_cost(provider: str, model: str, cost: Decimal, **tokens: int) -> dict[str, Any]:
+    """A cost the provider reported: recorded as given (price_source "provider"). Its split
+    between input and output is not known, so both parts are 0 and `cost_split` says so."""
+    if isinstance(cost, bool) or not isinstance(cost, Decimal) or not cost.is_finite() \
+            or cost < 0:
+        raise InvalidCallError(
+            f"cost={cost!r} must be a finite Decimal >= 0 (floats lose cents: "
+            "pass Decimal('0.0123'))")
+    counts = {name: _count(name, value) for name, value in tokens.items()}
+    return {"provider": provider, "model": model, **counts, "input_cost": "0",
+            "output_cost": "0", "total_cost": format(cost, "f"), "cost_split": "unknown",
+            "price_source": "provider"}
+
+
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidUsageError(f"{name}={value!r}: token counts are ints >= 0")
+    return value
 
 
 def matches(event: RecordedEvent, provider: str | None, model: str | None) -> bool:
