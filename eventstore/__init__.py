@@ -14,11 +14,14 @@ from importlib.metadata import PackageNotFoundError, version
 from . import signals
 from .errors import (
     BackendError,
+    CatchUpTimeoutError,
     DuplicateEventError,
     EncryptionError,
     EventStoreError,
+    HandlerTimeoutError,
     InvalidCursorError,
     InvalidEventError,
+    InvalidOptionError,
     InvalidPriceError,
     InvalidQueryError,
     InvalidUsageError,
@@ -47,14 +50,17 @@ logging.getLogger("eventstore").addHandler(logging.NullHandler())
 
 __all__ = [
     "BackendError",
+    "CatchUpTimeoutError",
     "DuplicateEventError",
     "Encryption",
     "EncryptionError",
     "Event",
     "EventStore",
     "EventStoreError",
+    "HandlerTimeoutError",
     "InvalidCursorError",
     "InvalidEventError",
+    "InvalidOptionError",
     "InvalidPriceError",
     "InvalidQueryError",
     "InvalidUsageError",

@@ -63,7 +63,7 @@ def stamp(recorded_at: datetime) -> bytes:
     return recorded_at.isoformat().replace("+00:00", "Z").encode()
 
 
-def seal(body: bytes, seq: int, recorded_stamp: bytes) -> bytes:
+def place(body: bytes, seq: int, recorded_stamp: bytes) -> bytes:
     """The stored document: the prepared body with its position spliced in."""
     return b"%s,\"seq\":%d,\"recorded_at\":\"%s\"}" % (body[:-1], seq, recorded_stamp)
 
@@ -72,7 +72,7 @@ def decode_recorded(document: bytes | str) -> RecordedEvent:
     return _decoder.decode(document)
 
 
-def record(event: Event, seq: int, recorded_at: datetime) -> RecordedEvent:
+def recorded(event: Event, seq: int, recorded_at: datetime) -> RecordedEvent:
     return RecordedEvent(
         type=event.type,
         data=event.data,

@@ -55,6 +55,19 @@ class SubscriptionError(EventStoreError):
     """A subscription could not be created or resumed."""
 
 
+class HandlerTimeoutError(SubscriptionError, TimeoutError):
+    """A subscription handler did not finish within its `handler_timeout`; the call was
+    cancelled and counts as a failed attempt."""
+
+
+class CatchUpTimeoutError(SubscriptionError, TimeoutError):
+    """`Subscription.caught_up()` timed out before the subscription reached the head."""
+
+
+class InvalidOptionError(EventStoreError, ValueError):
+    """An option given to EventStore.open() or subscribe() is not valid."""
+
+
 class UnknownModelError(EventStoreError, LookupError):
     """No price is known for a provider/model pair; nothing was recorded."""
 

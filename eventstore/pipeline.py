@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .codec import PreparedEvent, decode_event, digest_of, encode_event, record, validate
+from .codec import PreparedEvent, decode_event, digest_of, encode_event, recorded, validate
 from .errors import DuplicateEventError, InvalidEventError, RedactionError
 from .events import Event, RecordedEvent
 from .privacy.hooks import RedactHook, copies_on_write, run_hooks
@@ -86,16 +86,16 @@ class WritePipeline:
         return [await self.prepare(event) for event in events]
 
     def returned(self, prepared: Sequence[PreparedEvent],
-                 recorded: list[RecordedEvent]) -> list[RecordedEvent]:
+                 committed: list[RecordedEvent]) -> list[RecordedEvent]:
         """What an append returns: the caller's own visible events at their positions. An
         idempotent retry matched the stored event's digest, so its content is the caller's;
         nothing stored needs decrypting."""
-        out = recorded
-        for i, (p, r) in enumerate(zip(prepared, recorded, strict=True)):
+        out = committed
+        for i, (p, r) in enumerate(zip(prepared, committed, strict=True)):
             if r.data is not p.visible.data:  # a retry: the stored copy came back
-                if out is recorded:
-                    out = list(recorded)
-                out[i] = record(p.visible, r.seq, r.recorded_at)
+                if out is committed:
+                    out = list(committed)
+                out[i] = recorded(p.visible, r.seq, r.recorded_at)
         return out
 
     async def explain_duplicate(self, exc: DuplicateEventError,

@@ -11,6 +11,9 @@ scopes a receiver to one store.
   guardian fixed something (reconnected a receiver, restarted a task, caught up a lag).
 - `subscription_failed(store, subscription=Subscription, event=RecordedEvent,
   exception=BaseException)`: a handler exhausted its attempts.
+- `subscription_stalled(store, subscription=Subscription, event=RecordedEvent,
+  elapsed=float seconds)`: a handler call overran its `handler_timeout` and has still
+  not returned (it ignores its cancellation); sent once per stalled call.
 - `rebuild_progress(store, projection=Projection, position=int, head=int)`: replay progress.
 
 Receivers may be sync or async. eventstore does not call `Signal.send`: it dispatches to
@@ -24,10 +27,14 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
 
+import anyio
 from blinker import Namespace, Signal
+
+from .errors import InvalidOptionError
+from .events import RecordedEvent
 
 log = logging.getLogger("eventstore.signals")
 
@@ -39,51 +46,88 @@ operation_stop = namespace.signal("operation_stop")
 operation_exception = namespace.signal("operation_exception")
 guardian_repair = namespace.signal("guardian_repair")
 subscription_failed = namespace.signal("subscription_failed")
+subscription_stalled = namespace.signal("subscription_stalled")
 rebuild_progress = namespace.signal("rebuild_progress")
 
 _MAX_PENDING_ASYNC = 100_000
+DEFAULT_RECEIVER_TIMEOUT = 30.0
+
+Reveal: TypeAlias = Callable[[list[RecordedEvent]], Awaitable[list[RecordedEvent]]]
+# An async receiver whose call is put off until the pump delivers it, so that the event
+# it gets is revealed at that moment (see Dispatcher.reveal_live).
+_Deferred: TypeAlias = tuple[Callable[..., Any], Any, dict[str, Any], Signal]
 
 
 def _name(signal: Signal) -> str:
     return str(getattr(signal, "name", signal))
 
 
+def cancelled_from_outside() -> bool:
+    """Whether the running task has been asked to stop (its scope was cancelled), as
+    opposed to user code raising CancelledError of its own (for example `t.cancel();
+    await t`), which is a failure of that code and must not end the task."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _is_async(receiver: Any) -> bool:
+    return inspect.iscoroutinefunction(receiver) or inspect.iscoroutinefunction(
+        getattr(receiver, "__call__", None))  # noqa: B004 - an async __call__, not callable()
+
+
 class Dispatcher:
     """Delivers signals receiver by receiver, isolating each one's errors.
 
-    Sync receivers run inline. An async receiver's coroutine is queued for one pump task,
-    which awaits them in order, so async receivers see events in commit order without an
-    append ever waiting on them.
+    Sync receivers run inline; whatever they raise (even SystemExit, KeyboardInterrupt or
+    CancelledError) is logged and counted, never passed on. An async receiver's call is
+    queued for one pump task, which awaits them in order, each at most `timeout` seconds,
+    so async receivers see events in commit order without an append ever waiting on them,
+    and one that never returns holds up the others only that long.
     """
 
-    def __init__(self) -> None:
-        self._pending: deque[Awaitable[Any]] = deque()
+    def __init__(self, *, timeout: float | None = DEFAULT_RECEIVER_TIMEOUT,
+                 reveal_live: Reveal | None = None) -> None:
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(
+                timeout, int | float) or not timeout > 0):
+            raise InvalidOptionError(
+                f"receiver_timeout must be a positive number of seconds or None, not "
+                f"{timeout!r}")
+        self._pending: deque[Awaitable[Any] | _Deferred] = deque()
         self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.timeout = timeout
+        # Applied to the `event=` of a queued async delivery when it is made, so that a
+        # user forgotten meanwhile is not shown in plaintext by a delivery made after.
+        self.reveal_live = reveal_live
         self.errors = 0
         self.dropped = 0
+        self.timeouts = 0
 
     def send(self, signal: Signal, sender: Any, **kwargs: Any) -> None:
         if not signal.receivers:
             return
         for receiver in signal.receivers_for(sender):
+            if _is_async(receiver):
+                self._enqueue((receiver, sender, kwargs, signal), receiver, signal)
+                continue
             try:
                 result = receiver(sender, **kwargs)
-            except Exception:
+            except BaseException:  # user code: whatever it raises must not end the sender
                 self.errors += 1
                 log.exception("receiver %r of signal %s raised; ignored", receiver, _name(signal))
                 continue
             if inspect.isawaitable(result):
                 self._enqueue(result, receiver, signal)
 
-    def _enqueue(self, awaitable: Awaitable[Any], receiver: Any, signal: Signal) -> None:
+    def _enqueue(self, item: Awaitable[Any] | _Deferred, receiver: Any, signal: Signal) -> None:
         if len(self._pending) >= _MAX_PENDING_ASYNC:
             self.dropped += 1
-            if inspect.iscoroutine(awaitable):
-                awaitable.close()
+            if inspect.iscoroutine(item):
+                item.close()
             log.error("async receiver %r of %s is too slow; dropped a delivery", receiver,
                       _name(signal))
             return
-        self._pending.append(awaitable)
+        self._pending.append(item)
         self._wakeup.set()
 
     async def pump(self) -> None:
@@ -94,16 +138,38 @@ class Dispatcher:
             await self.drain()
 
     async def drain(self) -> None:
-        while self._pending:
-            awaitable = self._pending.popleft()
-            try:
-                await awaitable
-            except Exception:
-                self.errors += 1
-                log.exception("async signal receiver raised; ignored")
+        """Make every queued delivery now (in order, after any being made)."""
+        async with self._lock:
+            while self._pending:
+                await self._deliver(self._pending.popleft())
+
+    async def _deliver(self, item: Awaitable[Any] | _Deferred) -> None:
+        label: Any = item
+        try:
+            with anyio.move_on_after(self.timeout) as scope:
+                if isinstance(item, tuple):
+                    receiver, sender, kwargs, _ = label = item
+                    event = kwargs.get("event")
+                    if self.reveal_live is not None and isinstance(event, RecordedEvent):
+                        (event,) = await self.reveal_live([event])
+                        kwargs = {**kwargs, "event": event}
+                    result = receiver(sender, **kwargs)
+                    if inspect.isawaitable(result):
+                        await result
+                else:
+                    await item
+            if scope.cancel_called:
+                self.timeouts += 1
+                log.error("async signal receiver %r did not finish within %ss; abandoned",
+                          label, self.timeout)
+        except BaseException:
+            if cancelled_from_outside():
+                raise
+            self.errors += 1
+            log.exception("async signal receiver %r raised; ignored", label)
 
     def discard(self) -> None:
         while self._pending:
-            awaitable = self._pending.popleft()
-            if inspect.iscoroutine(awaitable):
-                awaitable.close()
+            item = self._pending.popleft()
+            if inspect.iscoroutine(item):
+                item.close()

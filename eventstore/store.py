@@ -14,6 +14,7 @@ guardian and every subscription run in it, and closing the store stops them all.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -32,6 +33,7 @@ from .errors import (
     DuplicateEventError,
     EventStoreError,
     InvalidEventError,
+    InvalidOptionError,
     StoreClosedError,
     SubscriptionError,
 )
@@ -46,7 +48,9 @@ from .prompts import Prompt
 from .query import build_query, check_seq
 from .reads import READ_BATCH, LogReader, Page
 from .scope import ConversationScope, TraceScope, check_store_metadata, note_call, scoped
-from .subscriptions import Guardian, Handler, Subscription
+from .subscription_host import StoreHost
+from .subscriptions import Guardian, Handler, Registry, Subscription
+from .subscriptions.subscription import DEFAULT_HANDLER_TIMEOUT
 from .writer import GroupCommitWriter
 
 if TYPE_CHECKING:
@@ -63,6 +67,11 @@ __all__ = ["EventStore", "Page"]
 log = logging.getLogger("eventstore")
 
 DEFAULT_PAGE = 100
+
+# Set in the store's own tasks (writer, pump, guardian, subscriptions and what they start):
+# close() called from there must not wait for those tasks to end.
+_INSIDE: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "eventstore_inside", default=None)
 
 
 class EventStore:
@@ -87,10 +96,11 @@ class EventStore:
         encryption: Encryption | None = None,
         url: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        receiver_timeout: float | None = signals.DEFAULT_RECEIVER_TIMEOUT,
     ) -> None:
         self.backend = backend
         self.url = url
-        self.dispatcher = signals.Dispatcher()
+        self.dispatcher = signals.Dispatcher(timeout=receiver_timeout)
         self.encryption = encryption
         self.metadata = check_store_metadata(metadata)
         self.pipeline = WritePipeline(backend, redact, encryption, self.metadata)
@@ -103,8 +113,14 @@ class EventStore:
         self._stop = asyncio.Event()
         self._writer_done = asyncio.Event()
         self._open = False
-        self._subscriptions: list[Subscription] = []
-        self.guardian = Guardian(self, interval=guardian_interval)
+        self._closing: asyncio.Task[None] | None = None
+        self._host = StoreHost(self, dispatcher=self.dispatcher, backend=backend,
+                               writer=self._writer, reader=self._reader,
+                               pipeline=self.pipeline, spawn=self.spawn)
+        self.dispatcher.reveal_live = self.pipeline.reveal_live
+        self._registry = Registry(self._host)
+        self.guardian = Guardian(self._host, self._registry, interval=guardian_interval,
+                                 check_listener=getattr(backend, "check_listener", None))
 
     @classmethod
     def open(cls, url: str, *, redact: Sequence[RedactHook] = (), **options: Any) -> EventStore:
@@ -126,6 +142,8 @@ class EventStore:
           `forget_user` can erase them.
         - `metadata`: a dict added to the metadata of every event of this store (the
           event's own keys win; `tags` add up), e.g. `{"service": "api", "env": "prod"}`.
+        - `receiver_timeout`: seconds an async signal receiver may take per delivery
+          before it is abandoned (default 30; None: no limit).
 
         Backend options (also accepted in the URL's query string):
         - SQLite: `synchronous` ("normal" or "full"), `busy_timeout` (ms), `create`
@@ -138,7 +156,7 @@ class EventStore:
         """
         store_options = {k: options.pop(k) for k in
                          ("cursor_secret", "max_group", "guardian_interval", "pricing",
-                          "encryption", "metadata") if k in options}
+                          "encryption", "metadata", "receiver_timeout") if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
 
@@ -162,6 +180,7 @@ class EventStore:
             if not started.is_set():
                 waiter.cancel()
                 await self._runner  # re-raises what stopped it
+            self._registry.start()
         except BaseException:
             await self.backend.close()
             raise
@@ -169,18 +188,20 @@ class EventStore:
         listen = getattr(self.backend, "listen", None)
         if listen is not None:  # other processes' commits wake our subscriptions
             try:
-                await listen(self._on_remote_head)
+                await listen(self._registry.note_head)
             except BaseException:
                 await self.close()
                 raise
         return self
 
     async def _run(self, started: asyncio.Event) -> None:
+        _INSIDE.set(id(self))
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             tg.start_soon(self._run_writer)
             tg.start_soon(self.dispatcher.pump)
             tg.start_soon(self.guardian.run)
+            tg.start_soon(self._registry.run)
             started.set()
             await self._stop.wait()
             tg.cancel_scope.cancel()
@@ -195,14 +216,44 @@ class EventStore:
         """Run a background task in the store's task group (stopped when the store closes)."""
         if self._task_group is None:
             raise StoreClosedError("the store is not open")
-        self._task_group.start_soon(func, *args, name=name)
+        self._task_group.start_soon(self._inside, func, args, name=name)
+
+    async def _inside(self, func: Any, args: tuple[Any, ...]) -> None:
+        # A task started here copies the context of whoever called spawn(), not the
+        # runner's: mark it as one of ours.
+        _INSIDE.set(id(self))
+        await func(*args)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the store runs on (its writer and connections live there)."""
+        if self._runner is None:
+            raise StoreClosedError("the store was never opened")
+        return self._runner.get_loop()
 
     async def close(self) -> None:
-        """Stop subscriptions and the guardian, commit what is queued, release the backend."""
-        if not self._open:
+        """Stop subscriptions and the guardian, commit what is queued, release the backend.
+
+        Called from inside a subscription handler or a signal receiver of this store, it
+        starts the close and returns at once: the close waits for those very tasks.
+        """
+        if self._closing is None:
+            if not self._open:
+                return
+            self._closing = asyncio.create_task(self._close(), name="eventstore-close")
+        if _INSIDE.get() == id(self):
             return
-        for subscription in list(self._subscriptions):
-            await subscription.stop()
+        # Shielded: a caller cancelled meanwhile leaves the close to finish on its own.
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        try:
+            await self._shut_down()
+        finally:
+            self._closing = None
+
+    async def _shut_down(self) -> None:
+        await self._registry.stop_all()
         self._open = False
         self._writer.close()
         await self._writer_done.wait()
@@ -211,9 +262,10 @@ class EventStore:
         if self._runner is not None:
             await self._runner
         self.dispatcher.discard()
+        self._registry.disconnect()
         unlisten = getattr(self.backend, "unlisten", None)
         if unlisten is not None:  # a shared in-process log outlives this store
-            unlisten(self._on_remote_head)
+            unlisten(self._registry.note_head)
         await self.backend.close()
 
     async def __aenter__(self) -> Self:
@@ -278,12 +330,8 @@ class EventStore:
                 "forget_user() needs a store opened with encryption=Encryption(...): without "
                 "it personal fields are stored in plaintext and cannot be erased"
             )
+        # live deliveries from now on show what the log shows (WritePipeline.reveal_live)
         await self.encryption.forget(user_id)
-        erase = self.encryption.erase
-        for subscription in self._subscriptions:  # live events queued before the forget
-            queued = list(subscription._queue)
-            subscription._queue.clear()
-            subscription._queue.extend(erase(e) if e.user_id == user_id else e for e in queued)
         return await self.append(
             Event(type=USER_FORGOTTEN, user_id=user_id, data={"user_id": user_id})
         )
@@ -376,9 +424,9 @@ class EventStore:
         self._check_open()
         return await prompts.get_prompt(self, name, version)
 
-    def _after_commit(self, committed: list[RecordedEvent]) -> None:
+    async def _after_commit(self, committed: list[RecordedEvent]) -> None:
         send = self.dispatcher.send
-        for event in committed:
+        for event in await self.pipeline.reveal_live(committed):
             send(signals.event_appended, self, event=event)
 
     # --- reads -------------------------------------------------------------------------
@@ -454,16 +502,8 @@ class EventStore:
 
     @property
     def subscriptions(self) -> list[Subscription]:
-        """The subscriptions running in this store."""
-        return list(self._subscriptions)
-
-    def _forget(self, subscription: Subscription) -> None:
-        if subscription in self._subscriptions:
-            self._subscriptions.remove(subscription)
-
-    def _on_remote_head(self, head: int) -> None:
-        for subscription in self._subscriptions:
-            subscription.note_head(head)
+        """The subscriptions running in this store (failed ones too, until stopped)."""
+        return self._registry.subscriptions
 
     @instrumented("subscribe")
     async def subscribe(
@@ -481,12 +521,18 @@ class EventStore:
         queue_size: int = 10_000,
         checkpoint_every: int = 100,
         checkpoint_interval: float = 1.0,
+        handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
     ) -> Subscription:
         """Call `handler(event)` for every matching event, in seq order, at least once.
 
         With a `name` the subscription is durable: it resumes after its stored checkpoint
         (ignoring `from_seq`), in this process or another. Without one it starts at
         `from_seq` (default: the beginning of the log) and keeps no checkpoint.
+        A handler call that takes longer than `handler_timeout` seconds (None: no limit)
+        is cancelled and counts as a failed attempt, as does anything it raises; after
+        `max_attempts` the subscription is marked failed. Use it as
+        `async with await store.subscribe(...) as sub:` to stop it on the way out, and
+        `await sub.caught_up()` to wait until it has handled everything committed so far.
         """
         self._check_open()
         if not callable(handler):
@@ -495,33 +541,25 @@ class EventStore:
             raise SubscriptionError("a subscription name must be a non-empty string")
         if max_attempts < 1 or queue_size < 1 or checkpoint_every < 1:
             raise SubscriptionError("max_attempts, queue_size and checkpoint_every must be >= 1")
+        if handler_timeout is not None and (isinstance(handler_timeout, bool) or not (
+                isinstance(handler_timeout, int | float) and handler_timeout > 0)):
+            raise InvalidOptionError(
+                f"handler_timeout must be a positive number of seconds or None, not "
+                f"{handler_timeout!r}")
         check_seq("from_seq", from_seq)
         query = build_query(type=types, conversation_id=conversation_id, user_id=user_id)
-        self._check_name_free(name)
+        self._registry.check_name_free(name)
         position = max(from_seq - 1, 0)
         if name is not None:
             checkpoint = await self.backend.load_checkpoint(name)
             if checkpoint is not None:
                 position = checkpoint.position
-        return self._launch(Subscription(
-            self, handler, name=name, query=query, position=position,
+        return self._registry.launch(Subscription(
+            self._host, self._registry, handler, name=name, query=query, position=position,
             max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff,
             queue_size=queue_size, checkpoint_every=checkpoint_every,
-            checkpoint_interval=checkpoint_interval,
+            checkpoint_interval=checkpoint_interval, handler_timeout=handler_timeout,
         ))
-
-    def _check_name_free(self, name: str | None) -> None:
-        if name is not None and any(s.name == name for s in self._subscriptions):
-            raise SubscriptionError(
-                f"a subscription named {name!r} is already running in this store; stop it "
-                "first or pick another name"
-            )
-
-    def _launch(self, subscription: Subscription) -> Subscription:
-        self._subscriptions.append(subscription)
-        subscription.connect()
-        subscription.start()
-        return subscription
 
     # --- projections -------------------------------------------------------------------
 
@@ -561,11 +599,12 @@ class EventStore:
         """
         self._check_open()
         key = name or f"projection:{projection.name}"
-        self._check_name_free(key)
+        self._registry.check_name_free(key)
         position = await runner.resume(projection, self.backend, key)
         types = runner.types_of(projection)
-        return self._launch(Subscription(
-            self, projection.apply_event, name=key, query=types, position=position,
+        return self._registry.launch(Subscription(
+            self._host, self._registry, projection.apply_event, name=key, query=types,
+            position=position,
             max_attempts=max_attempts, checkpoint_every=snapshot_every,
             checkpoint_interval=snapshot_interval, snapshot=projection.snapshot,
         ))

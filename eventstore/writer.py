@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from .backends.base import Backend
 from .codec import PreparedEvent
@@ -28,7 +28,7 @@ class GroupCommitWriter:
     def __init__(
         self,
         backend: Backend,
-        on_commit: Callable[[list[RecordedEvent]], None],
+        on_commit: Callable[[list[RecordedEvent]], Awaitable[None]],
         *,
         max_group: int = 5_000,
     ) -> None:
@@ -39,8 +39,6 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._in_flight: asyncio.Event | None = None  # set once the group has signalled
-        self.groups = 0
-        self.events = 0
 
     async def submit(self, prepared: Sequence[PreparedEvent]) -> list[RecordedEvent]:
         if self._closing:
@@ -111,8 +109,6 @@ class GroupCommitWriter:
                 if not future.done():
                     future.set_exception(error)
             return
-        self.groups += 1
-        self.events += len(committed)
         for (_, future), outcome in zip(group, outcomes, strict=True):
             if future.done():
                 continue  # cancelled while committing: the write stands, nobody is waiting
@@ -121,8 +117,11 @@ class GroupCommitWriter:
             else:
                 future.set_exception(outcome)
         if committed:
+            # The callers' futures are resolved but they run only once this task yields:
+            # on_commit signals first (it does not yield unless it must re-read events
+            # of a user forgotten meanwhile), so a caller sees its event signalled.
             try:
-                self._on_commit(committed)
+                await self._on_commit(committed)
             except Exception:  # the commit stands whatever a listener does
                 log.exception("post-commit dispatch failed")
 
@@ -130,9 +129,3 @@ class GroupCommitWriter:
         """Refuse new appends; `run` returns once everything queued is committed."""
         self._closing = True
         self._wakeup.set()
-
-    def fail_pending(self, error: BaseException) -> None:
-        while self._queue:
-            _, future = self._queue.popleft()
-            if not future.done():
-                future.set_exception(error)

@@ -364,12 +364,72 @@ async def test_live_events_queued_before_a_forget_are_delivered_erased(
         await wait_for(lambda: len(seen) == 1)
         await store.append(msg("u1", SECRET_1))
         await store.append(msg("u2", SECRET_2))
-        await wait_for(lambda: {2, 3} <= {e.seq for e in sub._queue})
+        assert sub.position == 0  # both committed while the handler holds the first
         await store.forget_user("u1")
         gate.set()
         await wait_for(lambda: len(seen) == 3)
         await sub.stop()
         assert [e.data["content"] for e in seen[1:]] == [ERASED, SECRET_2]
+
+
+async def test_an_event_committed_after_a_forget_is_delivered_live_erased(
+    open_store: StoreFactory,
+) -> None:
+    # Issue 11: an event sealed (prepared) just before forget_user("u1") and committed just
+    # after it reached live deliveries in plaintext once forget_user had returned. Every
+    # live delivery now shows what the log shows at that moment.
+    from eventstore import signals
+
+    async with opened(open_store) as store:
+        handled: list[RecordedEvent] = []
+        signalled: list[RecordedEvent] = []
+        received: list[RecordedEvent] = []
+
+        def on_sync(sender: Any, event: RecordedEvent) -> None:
+            signalled.append(event)
+
+        async def on_async(sender: Any, event: RecordedEvent) -> None:
+            received.append(event)
+
+        sub = await store.subscribe(handled.append, types={"message_sent"})
+        commit_group = store.backend.commit_group
+        destroy_keys = store.backend.destroy_keys
+        keys_gone = asyncio.Event()
+        held: list[int] = []
+
+        async def commit_after_the_forget(requests: Any) -> Any:
+            if not held:  # the first group: the event prepared before the forget
+                held.append(len(requests))
+                await keys_gone.wait()
+            return await commit_group(requests)
+
+        async def destroy_then_release(user_id: str) -> KeyRecord:
+            record = await destroy_keys(user_id)
+            keys_gone.set()
+            return record
+
+        store.backend.commit_group = commit_after_the_forget  # type: ignore[method-assign]
+        store.backend.destroy_keys = destroy_then_release  # type: ignore[method-assign]
+        signals.event_appended.connect(on_sync, sender=store)
+        signals.event_appended.connect(on_async, sender=store)
+        try:
+            in_flight = asyncio.ensure_future(store.append(msg("u1", SECRET_1)))
+            await wait_for(lambda: bool(held))  # prepared, sealed, waiting to commit
+            await store.forget_user("u1")
+            first = await asyncio.wait_for(in_flight, 10)
+            later = await store.append(msg("u1", "after the forget"))
+            await sub.caught_up(timeout=10)
+            await store.dispatcher.drain()
+        finally:
+            signals.event_appended.disconnect(on_sync, sender=store)
+            signals.event_appended.disconnect(on_async, sender=store)
+        shown = {e.seq: e.data["content"] for e in handled}
+        assert shown == {first.seq: ERASED, later.seq: "after the forget"}
+        for seen in (signalled, received):
+            contents = {e.seq: e.data.get("content") for e in seen if e.seq != first.seq + 1}
+            assert contents == {first.seq: ERASED, later.seq: "after the forget"}
+        stored = [e.data.get("content") async for e in store.read(type="message_sent")]
+        assert stored == [ERASED, "after the forget"]
 
 
 async def test_forget_user_needs_encryption(store: EventStore) -> None:

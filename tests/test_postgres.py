@@ -19,7 +19,7 @@ import pytest
 
 from eventstore import BackendError, Event, EventStore, RecordedEvent, SchemaVersionError
 from eventstore.backends.postgres import SCHEMA_VERSION, PostgresBackend
-from eventstore.codec import digest_of, encode_event, seal, stamp
+from eventstore.codec import digest_of, encode_event, place, stamp
 from eventstore.query import build_query
 
 from .conftest import PG_URL, drop_pg_schema, require_pg, wait_for
@@ -252,7 +252,7 @@ async def test_a_reader_never_sees_a_later_seq_while_an_earlier_one_is_uncommitt
                 "recorded_at, digest, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 head + 1, held.id, held.type, held.conversation_id, held.user_id,
                 int(now.timestamp() * 1_000_000), digest_of(held),
-                seal(encode_event(held), head + 1, stamp(now)),
+                place(encode_event(held), head + 1, stamp(now)),
             )
             later = asyncio.ensure_future(store.append(msg(content="later")))
             await asyncio.sleep(0.3)

@@ -271,7 +271,7 @@ async def test_guardian_catches_up_an_idle_subscription_left_behind(
         # another store on the same log appends: this store sends no signal for it, and
         # the backend's notification of the commit is lost
         if isinstance(store.backend, MemoryBackend):
-            store.backend.unlisten(store._on_remote_head)
+            store.backend.unlisten(store._registry.note_head)
         elif isinstance(store.backend, SQLiteBackend):
             assert store.backend.watcher is not None
             store.backend.watcher.close()

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 
 from ..clock import from_micros
-from ..codec import PreparedEvent, record, seal, stamp
+from ..codec import PreparedEvent, place, recorded, stamp
 from ..errors import DuplicateEventError, EventStoreError
 from ..events import RecordedEvent
 from ..query import Query
@@ -141,11 +141,11 @@ def plan_group(
                     break
                 results.append(known.event)
                 continue
-            recorded = record(prepared.visible, next_seq, recorded_at)
-            rows.append(NewRow(recorded, seal(prepared.body, next_seq, recorded_stamp),
+            event = recorded(prepared.visible, next_seq, recorded_at)
+            rows.append(NewRow(event, place(prepared.body, next_seq, recorded_stamp),
                                prepared.digest))
-            mine[event_id] = StoredId(prepared.digest, recorded)
-            results.append(recorded)
+            mine[event_id] = StoredId(prepared.digest, event)
+            results.append(event)
             next_seq += 1
         if conflict is not None:
             next_seq = start_seq

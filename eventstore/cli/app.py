@@ -25,13 +25,13 @@ import sys
 import click
 
 from ..errors import EventStoreError, InvalidQueryError, UnsupportedURLError
-from . import costs, export, log, projections, prompts, subscriptions
+from . import costs, export, log, projections, prompts, serve, subscriptions
 from .base import err, out
 
 DEFAULT_URL = "sqlite:///eventstore.db"
 
 # The command groups, each a module with a COMMANDS tuple; a new group is one more entry.
-GROUPS = (log, costs, export, projections, subscriptions, prompts)
+GROUPS = (log, costs, export, projections, subscriptions, serve, prompts)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -22,15 +22,10 @@ class SubscriptionRow(msgspec.Struct, kw_only=True):
     status: str
 
 
-@click.command("subscriptions")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines, one subscription per line.")
-@with_store
-async def subscriptions_cmd(store: EventStore, *, as_json: bool) -> None:
-    """Durable subscriptions and projections: stored position, lag behind the log, status.
-
-    Status is "stored" for a checkpoint with no subscription running in this process
-    (the command cannot see subscriptions running in other processes).
-    """
+async def subscription_rows(store: EventStore) -> list[SubscriptionRow]:
+    """Every stored checkpoint, by name, with its lag behind the head. Status is "stored"
+    for a checkpoint with no subscription running in this process (subscriptions running
+    in other processes cannot be seen from here)."""
     head = await store.head()
     running = {s.name: s for s in store.subscriptions if s.name is not None}
     rows = []
@@ -41,6 +36,19 @@ async def subscriptions_cmd(store: EventStore, *, as_json: bool) -> None:
             name=checkpoint.name, position=position, lag=max(head - position, 0),
             updated_at=checkpoint.updated_at,
             status=str(sub.status) if sub is not None else "stored"))
+    return rows
+
+
+@click.command("subscriptions")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one subscription per line.")
+@with_store
+async def subscriptions_cmd(store: EventStore, *, as_json: bool) -> None:
+    """Durable subscriptions and projections: stored position, lag behind the log, status.
+
+    Status is "stored" for a checkpoint with no subscription running in this process
+    (the command cannot see subscriptions running in other processes).
+    """
+    rows = await subscription_rows(store)
     if as_json:
         for row in rows:
             emit_json(row)

@@ -334,12 +334,9 @@ async def write(call: Call) -> None:
 
 
 def _store_loop(store: EventStore) -> asyncio.AbstractEventLoop:
-    # The runner task exists from start() on, and its loop is the one every store
-    # operation must run on (the writer, the backend's connections and locks live there).
-    runner = store._runner
-    if runner is None:
-        raise RuntimeError("the store was never opened")
-    loop = runner.get_loop()
+    # Every store operation must run on this loop (the writer, the backend's connections
+    # and locks live there); StoreClosedError (a RuntimeError) if it was never opened.
+    loop = store.loop
     if loop.is_closed() or not loop.is_running():
         raise RuntimeError("the store's event loop is not running (was the store closed?)")
     return loop

@@ -483,11 +483,6 @@ class Encryption:
                 metadata = _with(metadata, field.keys, envelope)
         return msgspec.structs.replace(event, data=data, metadata=metadata), key
 
-    async def seal(self, event: Event) -> Event:
-        """The event as it is stored: personal fields replaced by envelopes."""
-        sealed, _ = await self._seal(event)
-        return sealed
-
     async def seal_with_digest(self, event: Event, digest: bytes) -> tuple[Event, bytes]:
         """`seal`, and the idempotency digest keyed with the user's data key when anything
         was encrypted (a plain digest would let anyone confirm a guess of erased content)."""

@@ -3,33 +3,56 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import math
+import time
+from collections.abc import Awaitable, Callable
 
 import anyio
 
 from .. import signals
+from ..errors import InvalidOptionError
+from .host import Host
+from .registry import Registry
 from .subscription import Status, Subscription
-
-if TYPE_CHECKING:
-    from ..store import EventStore
 
 log = logging.getLogger("eventstore.subscriptions")
 
+DEFAULT_INTERVAL = 30.0
+
 
 class Guardian:
-    """Keeps every subscription attached, alive and caught up.
+    """Keeps every subscription attached, alive and caught up (`interval=math.inf`: only
+    when `check()` is called).
 
-    Each tick (every `interval` seconds, or `await check()` now) it reattaches a receiver
-    that was disconnected from `event_appended` (blinker drops weak receivers silently),
-    restarts a task that crashed, and makes a subscription that sits idle behind the log
-    catch up; it sends `guardian_repair` for each repair.
+    Each tick (every `interval` seconds, or `await check()` now) it reconnects the store's
+    receiver of `event_appended` if it was lost (blinker drops receivers when someone
+    clears them), reattaches a subscription that was detached, restarts a task that
+    crashed, makes a subscription that sits idle behind the log catch up, and reports a
+    handler stuck past its `handler_timeout` (status STALLED, `subscription_stalled`); it
+    sends `guardian_repair` for each repair. One tick costs O(subscriptions): a few
+    attribute reads each, and at most one read of the head.
     """
 
-    def __init__(self, store: EventStore, interval: float = 30.0) -> None:
-        self.store = store
-        self.interval = interval
+    def __init__(
+        self,
+        host: Host,
+        registry: Registry,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        check_listener: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        if (isinstance(interval, bool) or not isinstance(interval, int | float)
+                or math.isnan(interval) or interval <= 0):
+            raise InvalidOptionError(
+                f"guardian_interval must be a positive number of seconds, not {interval!r}"
+            )
+        self._host = host
+        self._registry = registry
+        self._check_listener = check_listener
+        self.interval = float(interval)
         self.ticks = 0
         self.repairs = 0
+        self.stalls = 0
 
     async def run(self) -> None:
         while True:
@@ -42,28 +65,34 @@ class Guardian:
     def _repaired(self, subscription: Subscription | None, repair: str, detail: str) -> None:
         self.repairs += 1
         log.warning("guardian: %s (%s)", repair, detail)
-        self.store.dispatcher.send(signals.guardian_repair, self.store,
+        self._host.dispatcher.send(signals.guardian_repair, self._host.sender,
                                    subscription=subscription, repair=repair, detail=detail)
 
     async def check(self) -> list[str]:
         """Run one tick now; returns the repairs made."""
         self.ticks += 1
         made: list[str] = []
-        listener_check = getattr(self.store.backend, "check_listener", None)
-        if listener_check is not None and await listener_check():
+        if self._check_listener is not None and await self._check_listener():
             made.append("relistened")
             self._repaired(None, "relistened", "the notification listener was reconnected")
+        if not self._registry.connected:
+            self._registry.reconnect_all()
+            made.append("reconnected")
+            self._repaired(None, "reconnected",
+                           "the store's receiver was detached from event_appended; every "
+                           "subscription replays what it missed from the log")
         head: int | None = None
-        for sub in self.store.subscriptions:
-            if sub.status in (Status.FAILED, Status.STOPPED) or sub._stopping:
+        now = time.monotonic()
+        for sub in self._registry.subscriptions:
+            if sub.status in (Status.FAILED, Status.STOPPED) or sub.stopping:
                 continue
             label = sub.name or "anonymous subscription"
-            if not sub.connected:
+            if not sub.attached:
                 sub.connect()
                 sub.nudge()
                 made.append("reconnected")
                 self._repaired(sub, "reconnected",
-                               f"{label} was detached from event_appended; replaying from "
+                               f"{label} was detached from live events; replaying from "
                                f"seq {sub.position + 1}")
             if not sub.alive:
                 await sub.restart()
@@ -72,8 +101,12 @@ class Guardian:
                                f"{label} had stopped ({sub.last_error!r}); resumed at seq "
                                f"{sub.position + 1}")
                 continue
+            if sub.overdue(now) is not None:
+                if sub.mark_stalled():
+                    self.stalls += 1
+                continue
             if sub.idle:
-                head = await self.store.head() if head is None else head
+                head = await self._host.head() if head is None else head
                 if sub.position < head:
                     sub.nudge()
                     made.append("caught_up")

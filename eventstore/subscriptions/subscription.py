@@ -1,21 +1,27 @@
-"""Durable subscriptions and the guardian that keeps them attached.
+"""Durable subscriptions: one handler, its own task, in seq order, at least once.
 
-A Subscription runs its handler in its own task, in seq order, at least once:
-
-- live events reach it through the `event_appended` signal, into a bounded queue;
-- when it starts behind, when the queue overflows, when it sees a gap in seqs (a detached
-  receiver, another process writing the same log) or when the guardian nudges it, it
-  catches up by reading the log from its position, then drains the queue, skipping what
-  it already handled, so the switch back to live has no gap and no duplicate;
-- a handler that raises gets the same event again after a backoff; after `max_attempts`
-  the subscription is marked failed (with the event and the error) and stops, and nothing
-  else is affected.
+- live events reach it from the store's Registry (one receiver of `event_appended` per
+  store), which routes each committed event to the subscriptions that take its type,
+  into a bounded inbox, after the commit step, never inside it;
+- when it starts behind, when its inbox overflows, when an event routed to it follows a
+  stretch the registry could not vouch for (another process's commits, a detached
+  receiver) or when the guardian nudges it, it catches up by reading the log from its
+  position, then drains the inbox, skipping what it already handled, so the switch back
+  to live has no gap and no duplicate;
+- every event goes through the host's `reveal_live` at the moment it is handed to the
+  handler, so a user forgotten since the event was committed is delivered erased;
+- the handler runs under `handler_timeout`; whatever it raises, BaseExceptions such as
+  CancelledError, SystemExit and KeyboardInterrupt included, or a timeout, is a failed
+  attempt: the same event again after a backoff, and after `max_attempts` the
+  subscription is marked failed (with the event and the error) and stops. Nothing else is
+  affected: the handler can never end the store's tasks.
 
 `position` is the seq of the last event the subscription finished, including events its
-filters skipped. A named subscription is durable: its position is saved as a checkpoint
-every `checkpoint_every` events, when it has been idle for `checkpoint_interval` seconds,
-and when it stops. After a crash, what was finished since the last save is delivered
-again: at most `checkpoint_every` events, or `checkpoint_interval` seconds' worth.
+filters skipped: an idle subscription is past every event the registry routed elsewhere.
+A named subscription is durable: its position is saved as a checkpoint every
+`checkpoint_every` events, when it has been idle for `checkpoint_interval` seconds, and
+when it stops. After a crash, what was finished since the last save is delivered again:
+at most `checkpoint_every` events, or `checkpoint_interval` seconds' worth.
 """
 
 from __future__ import annotations
@@ -27,22 +33,26 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from types import TracebackType
+from typing import TYPE_CHECKING, TypeAlias
 
 import anyio
 
 from .. import signals
 from ..backends.base import Checkpoint
-from ..errors import EventStoreError
+from ..errors import CatchUpTimeoutError, EventStoreError, HandlerTimeoutError, SubscriptionError
 from ..events import RecordedEvent
 from ..query import Query
+from .host import Host
 
 if TYPE_CHECKING:
-    from ..store import EventStore
+    from .registry import Registry
 
 log = logging.getLogger("eventstore.subscriptions")
 
 Handler: TypeAlias = Callable[[RecordedEvent], Awaitable[None] | None]
+
+DEFAULT_HANDLER_TIMEOUT = 30.0
 
 
 class Status(enum.StrEnum):
@@ -50,6 +60,7 @@ class Status(enum.StrEnum):
     CATCHING_UP = "catching up"
     RUNNING = "running"
     RETRYING = "retrying"
+    STALLED = "stalled"
     CRASHED = "crashed"
     FAILED = "failed"
     STOPPED = "stopped"
@@ -57,6 +68,23 @@ class Status(enum.StrEnum):
 
 class _HandlerGaveUp(Exception):
     pass
+
+
+class Pulse:
+    """Wakes whoever waits now; cheap to pulse when nobody does."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def pulse(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = asyncio.Event()
+        await self._event.wait()
 
 
 class Subscription:
@@ -67,7 +95,8 @@ class Subscription:
 
     def __init__(
         self,
-        store: EventStore,
+        host: Host,
+        registry: Registry,
         handler: Handler,
         *,
         name: str | None,
@@ -79,37 +108,51 @@ class Subscription:
         queue_size: int = 10_000,
         checkpoint_every: int = 100,
         checkpoint_interval: float = 1.0,
+        handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
         snapshot: Callable[[], bytes] | None = None,
     ) -> None:
-        self.store = store
+        self._host = host
+        self._registry = registry
         self.snapshot = snapshot
         self.handler = handler
         self.name = name
         self.query = query
-        self.position = position
+        self._position = position
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.queue_size = queue_size
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
+        self.handler_timeout = handler_timeout
         self.status = Status.STARTING
         self.last_error: BaseException | None = None
         self.failed_event: RecordedEvent | None = None
         self.retries = 0
+        self.timeouts = 0
         self.delivered = 0
         self.restarts = 0
         self.catch_ups = 0  # reads of the log (start, overflow, gap, another process)
-        self._queue: deque[RecordedEvent] = deque()
+        # (event, floor): the event may follow `position` straight away only if
+        # position + 1 >= floor, i.e. the registry saw every event in between.
+        self._inbox: deque[tuple[RecordedEvent, int]] = deque()
+        self._attached = False
+        self._live_from = 0  # the first seq the registry routes to us since attaching
         self._wake = asyncio.Event()
         self._catch_up = True
-        self._known_head = 0  # the highest head the backend announced (any process's commit)
+        self._known_head = 0  # the highest head another process is known to have written
         self._saved_position = position
-        self._saved_at = time.monotonic()
-        self._scope: anyio.CancelScope | None = None
+        self._scope = anyio.CancelScope()
         self._done = asyncio.Event()
         self._done.set()
         self._stopping = False
+        self._stopped = asyncio.Event()
+        self._finishing = False
+        self._busy = False  # handing an event from the inbox to the handler
+        self._progress = Pulse()
+        self._calling: RecordedEvent | None = None
+        self._call_started = 0.0
+        self._stall_reported = False
 
     # --- what a person reads ---------------------------------------------------------
 
@@ -117,9 +160,27 @@ class Subscription:
     def durable(self) -> bool:
         return self.name is not None
 
+    @property
+    def position(self) -> int:
+        """The seq of the last event this subscription finished (or skipped)."""
+        if self._idle_live():
+            return max(self._position, self._registry.live_head)
+        return self._position
+
+    @property
+    def stopping(self) -> bool:
+        """stop() was called (it may still be finishing)."""
+        return self._stopping
+
     def describe(self) -> str:
         text = f"{self.name or 'anonymous'}: {self.status} at seq {self.position}"
         text += f", {self.delivered} delivered, {self.retries} retries"
+        if self.timeouts:
+            text += f", {self.timeouts} timeouts"
+        if self.status == Status.STALLED and self._calling is not None:
+            text += (f", handler stuck on event seq {self._calling.seq} for "
+                     f"{time.monotonic() - self._call_started:.1f}s (handler_timeout "
+                     f"{self.handler_timeout}s)")
         if self.last_error is not None and self.status in (
             Status.RETRYING, Status.FAILED, Status.CRASHED
         ):
@@ -131,28 +192,68 @@ class Subscription:
     def __repr__(self) -> str:
         return f"<Subscription {self.describe()}>"
 
-    # --- the signal side --------------------------------------------------------------
+    # --- what the registry calls -----------------------------------------------------
 
-    def _receive(self, sender: Any, event: RecordedEvent, **_: Any) -> None:
-        """Runs inside the append's commit dispatch: never blocks, never raises."""
-        if len(self._queue) >= self.queue_size:
-            self._queue.clear()  # the log has it all; catching up beats holding memory
+    def offer(self, event: RecordedEvent, floor: int) -> None:
+        """A committed event of a type we take; runs in the registry's routing step."""
+        self.freeze()
+        if len(self._inbox) >= self.queue_size:
+            self._inbox.clear()  # the log has it all; catching up beats holding memory
+            self._live_from = event.seq + 1
             self._catch_up = True
         else:
-            self._queue.append(event)
+            self._inbox.append((event, max(floor, self._live_from)))
         self._wake.set()
 
-    def connect(self) -> None:
-        # Strongly referenced: blinker's default weak reference to a bound method would
-        # vanish silently, which is the failure the guardian exists to repair.
-        signals.event_appended.connect(self._receive, sender=self.store, weak=False)
+    def on_attach(self, live_from: int) -> None:
+        self._attached = True
+        self._live_from = live_from
 
-    def disconnect(self) -> None:
-        signals.event_appended.disconnect(self._receive, sender=self.store)
+    def on_detach(self) -> None:
+        self.freeze()
+        self._attached = False
+        self._inbox.clear()
+
+    def progressed(self) -> None:
+        self._progress.pulse()
+
+    def note_head(self, head: int) -> None:
+        """Another process's commits reached `head`."""
+        if head > self._known_head:
+            self._known_head = head
+            self._wake.set()
+
+    def freeze(self) -> None:
+        """Take the position an idle subscription has implicitly, before anything (an
+        event for it, a nudge, the registry's news of a gap) ends its idleness."""
+        if self._idle_live():
+            self._position = max(self._position, self._registry.live_head)
+
+    def _idle_live(self) -> bool:
+        # Nothing of ours is waiting, and the registry routed us every event since our
+        # position: the ones it did not route were not ours, so we are past them too.
+        return (self._attached and not self._inbox and not self._catch_up
+                and not self._busy and self.status == Status.RUNNING
+                and self._position + 1 >= max(self._registry.chain_start, self._live_from))
+
+    # --- health, for the guardian ----------------------------------------------------
+
+    @property
+    def attached(self) -> bool:
+        """Whether the store routes live events to this subscription."""
+        return self._attached
 
     @property
     def connected(self) -> bool:
-        return any(r == self._receive for r in signals.event_appended.receivers_for(self.store))
+        """Whether live events reach this subscription (attached, and the store's
+        receiver of event_appended is connected)."""
+        return self._attached and self._registry.connected
+
+    def connect(self) -> None:
+        self._registry.attach(self)
+
+    def disconnect(self) -> None:
+        self._registry.detach(self)
 
     @property
     def alive(self) -> bool:
@@ -160,16 +261,35 @@ class Subscription:
 
     @property
     def idle(self) -> bool:
-        return (self.status == Status.RUNNING and not self._queue and not self._catch_up)
+        return (self.status == Status.RUNNING and not self._inbox and not self._catch_up
+                and not self._busy)
 
-    def note_head(self, head: int) -> None:
-        """The backend says the log reached `head` (a commit here or in another process)."""
-        if head > self._known_head:
-            self._known_head = head
-            self._wake.set()
+    def overdue(self, now: float) -> float | None:
+        """Seconds the handler call in progress has run past its timeout, if it has."""
+        if self._calling is None or self.handler_timeout is None:
+            return None
+        late = now - self._call_started - self.handler_timeout
+        return late if late > 0 else None
+
+    def mark_stalled(self) -> bool:
+        """The guardian found the current call overdue: say so once per call."""
+        event = self._calling
+        if event is None or self._stall_reported:
+            return False
+        self._stall_reported = True
+        self.status = Status.STALLED
+        elapsed = time.monotonic() - self._call_started
+        log.error("subscription %s: handler stuck on event seq %d for %.1fs, past its "
+                  "handler_timeout of %ss: it ignores cancellation", self.name, event.seq,
+                  elapsed, self.handler_timeout)
+        self._host.dispatcher.send(signals.subscription_stalled, self._host.sender,
+                                   subscription=self, event=event, elapsed=elapsed)
+        self._progress.pulse()
+        return True
 
     def nudge(self) -> None:
         """Catch up from the log at the next opportunity."""
+        self.freeze()
         self._catch_up = True
         self._wake.set()
 
@@ -177,14 +297,14 @@ class Subscription:
 
     def start(self) -> None:
         self._done = asyncio.Event()
+        self._scope = anyio.CancelScope()  # cancellable before the task enters it
         self._catch_up = True
         self.status = Status.STARTING
-        self.store.spawn(self._main, name=f"eventstore-subscription-{self.name or id(self)}")
+        self._host.spawn(self._main, name=f"eventstore-subscription-{self.name or id(self)}")
 
     async def _main(self) -> None:
         try:
-            with anyio.CancelScope() as scope:
-                self._scope = scope
+            with self._scope:
                 await self._run()
         except _HandlerGaveUp:
             pass
@@ -193,33 +313,35 @@ class Subscription:
             self.last_error = exc
             log.exception("subscription %s crashed; the guardian will restart it", self.name)
         finally:
-            self._scope = None
             self._done.set()
+            self._progress.pulse()
+        if self._stopping:
+            await self._finish_stop()
 
     async def _run(self) -> None:
         while True:
             if self._catch_up:
                 await self._catch_up_from_log()
                 continue
-            if not self._queue:
-                if self.position < self._known_head:
-                    # Our own commits come through the signal too, and the backend's news
-                    # of them may arrive first: let the group in flight send its signals
-                    # before reading the log for events that are about to be queued.
-                    await self.store._writer.settled()
-                    if not self._queue and self.position < self._known_head:
-                        self._catch_up = True  # another process's events
+            if not self._inbox:
+                if self._known_head > self.position:
+                    self._catch_up = True  # another process's events
                     continue
                 self.status = Status.RUNNING
+                self._progress.pulse()
                 await self._wait_for_work()
                 continue
-            event = self._queue.popleft()
-            if event.seq <= self.position:
+            event, floor = self._inbox.popleft()
+            if event.seq <= self._position:
                 continue  # already handled during a catch-up
-            if event.seq != self.position + 1:
+            if self._position + 1 < floor:
                 self._catch_up = True  # something committed that we were not told about
                 continue
-            await self._deliver(event)
+            self._busy = True
+            try:
+                await self._deliver(event)
+            finally:
+                self._busy = False
 
     async def _wait_for_work(self) -> None:
         self._wake.clear()
@@ -235,42 +357,70 @@ class Subscription:
         self.status = Status.CATCHING_UP
         self._catch_up = False
         self.catch_ups += 1
-        head = await self.store.head()
-        q = self.query
-        async for event in self.store.read(
-            self.position + 1, type=q.types, conversation_id=q.conversation_id,
-            user_id=q.user_id,
-        ):
+        head = await self._host.head()
+        async for event in self._host.read_after(self._position, self.query):
             await self._deliver(event)
         # Everything up to `head` was committed before the read began, so nothing the
         # filters would take is left below it.
-        if head > self.position:
-            self.position = head
+        if head > self._position:
+            self._position = head
+            self._progress.pulse()
             await self._maybe_checkpoint()
 
     async def _deliver(self, event: RecordedEvent) -> None:
         if self.query.matches(event):
             attempt = 0
             while True:
-                try:
-                    result = self.handler(event)
-                    if inspect.isawaitable(result):
-                        await result
+                (shown,) = await self._host.reveal_live([event])
+                error = await self._call(shown)
+                if error is None:
                     break
-                except Exception as exc:
-                    attempt += 1
-                    self.retries += 1
-                    self.last_error = exc
-                    if attempt >= self.max_attempts:
-                        await self._give_up(event, exc)
-                    previous, self.status = self.status, Status.RETRYING
-                    await anyio.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
-                    self.status = previous
+                attempt += 1
+                self.retries += 1
+                self.last_error = error
+                if attempt >= self.max_attempts:
+                    await self._give_up(event, error)
+                previous, self.status = self.status, Status.RETRYING
+                await anyio.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
+                self.status = previous
             self.delivered += 1
-        self.position = event.seq
+        self._position = event.seq
+        self._progress.pulse()
         await self._maybe_checkpoint()
 
-    async def _give_up(self, event: RecordedEvent, exc: Exception) -> None:
+    async def _call(self, event: RecordedEvent) -> BaseException | None:
+        """Run the handler once; what it raised (or its timeout), None if it succeeded."""
+        status = self.status
+        self._calling, self._call_started, self._stall_reported = event, time.monotonic(), False
+        try:
+            with anyio.move_on_after(self.handler_timeout) as scope:
+                result = self.handler(event)
+                if inspect.isawaitable(result):
+                    await result
+                elif self.handler_timeout is not None and (
+                        time.monotonic() - self._call_started > self.handler_timeout):
+                    # a sync handler runs on the loop and cannot be interrupted: say so
+                    log.warning("subscription %s: sync handler took %.1fs on event seq %d "
+                                "(handler_timeout %ss) and blocked the event loop; make it "
+                                "async", self.name, time.monotonic() - self._call_started,
+                                event.seq, self.handler_timeout)
+            if scope.cancel_called:
+                self.timeouts += 1
+                return HandlerTimeoutError(
+                    f"the handler of subscription {self.name or 'anonymous'} did not finish "
+                    f"event seq {event.seq} within handler_timeout={self.handler_timeout}s"
+                )
+            return None
+        except BaseException as exc:  # the handler's, whatever it is (see below)
+            if signals.cancelled_from_outside():
+                raise  # stop() or the store closing: not the handler's failure
+            return exc
+        finally:
+            self._calling = None
+            if self.status == Status.STALLED:
+                self.status = status
+
+    async def _give_up(self, event: RecordedEvent, exc: BaseException) -> None:
         log.error("subscription %s failed on event %s after %d attempts: %r",
                   self.name, event.seq, self.max_attempts, exc)
         self.disconnect()
@@ -280,52 +430,101 @@ class Subscription:
         # sees the position it failed at persisted.
         self.failed_event = event
         self.status = Status.FAILED
-        self.store.dispatcher.send(signals.subscription_failed, self.store, subscription=self,
-                                   event=event, exception=exc)
+        self._host.dispatcher.send(signals.subscription_failed, self._host.sender,
+                                   subscription=self, event=event, exception=exc)
         raise _HandlerGaveUp from exc
 
     async def _maybe_checkpoint(self) -> None:
-        if self.durable and self.position - self._saved_position >= self.checkpoint_every:
+        if self.durable and self._position - self._saved_position >= self.checkpoint_every:
             await self.save_checkpoint()
 
     async def save_checkpoint(self) -> None:
-        if self.name is None or self.position == self._saved_position:
-            return
         position = self.position
+        if self.name is None or position == self._saved_position:
+            return
         state = self.snapshot() if self.snapshot is not None else None
-        await self.store.backend.save_checkpoint(
+        await self._host.save_checkpoint(
             Checkpoint(name=self.name, position=position, state=state)
         )
         self._saved_position = position
-        self._saved_at = time.monotonic()
 
     # --- control ----------------------------------------------------------------------
 
+    # A timeout parameter rather than anyio.fail_after around the call: the error names
+    # the position reached and the target, which an outer deadline cannot.
+    async def caught_up(self, timeout: float | None = 30.0) -> int:  # noqa: ASYNC109
+        """Wait until this subscription has handled every event committed before the call
+        (the log's head then); returns its position. Raises SubscriptionError if it fails
+        or is stopped first, CatchUpTimeoutError (a TimeoutError) after `timeout` seconds.
+        """
+        target = await self._host.head()
+        self._registry.watch(self)
+        try:
+            with anyio.move_on_after(timeout):
+                while True:
+                    if self.status in (Status.FAILED, Status.STOPPED):
+                        raise SubscriptionError(
+                            f"subscription {self.describe()} cannot reach seq {target}; "
+                            "see restart()"
+                        )
+                    position = self.position
+                    if position >= target:
+                        return position
+                    await self._progress.wait()
+        finally:
+            self._registry.unwatch(self)
+        raise CatchUpTimeoutError(
+            f"subscription {self.describe()} did not reach seq {target} within {timeout}s"
+        )
+
     async def restart(self) -> None:
         """Start again from `position` (after a crash, or to retry a failed event)."""
-        if self.alive:
+        if self.alive or self._stopping:
             return
         self.restarts += 1
         self.failed_event = None
-        if not self.connected:
+        if not self.attached:
             self.connect()
         self.start()
 
-    async def stop(self) -> None:
-        """Stop the handler task, save the checkpoint, and detach from the store."""
-        if self._stopping:
-            await self._done.wait()
-            return
-        self._stopping = True
-        if self._scope is not None:
+    def request_stop(self) -> None:
+        """Begin stopping (stop() waits for the end)."""
+        if not self._stopping:
+            self._stopping = True
             self._scope.cancel()
-        await self._done.wait()
-        self.disconnect()
+
+    async def stop(self) -> None:
+        """Stop the handler task, save the checkpoint, and detach from the store. Safe to
+        call from inside the handler itself."""
+        self.request_stop()
+        if not self.alive:  # crashed or failed: no task will finish the stop
+            await self._finish_stop()
+        await self._stopped.wait()
+
+    async def _finish_stop(self) -> None:
+        if self._finishing:
+            return
+        self._finishing = True
         try:
+            self.disconnect()
             if self.durable:
                 await self.save_checkpoint()
         except EventStoreError:
             log.exception("could not save the checkpoint of subscription %s", self.name)
-        if self.status != Status.FAILED:
-            self.status = Status.STOPPED
-        self.store._forget(self)
+        finally:
+            if self.status != Status.FAILED:
+                self.status = Status.STOPPED
+            self._registry.remove(self)
+            self._stopped.set()
+            self._progress.pulse()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,487 @@
+"""`eventstore serve`, over HTTP: every page and API route against a known log, the token
+rules, escaping of hostile event text, the security headers, and that nothing any
+response sends points at another host. Starlette's TestClient drives the app in-process
+(its lifespan opens the store); one test runs the real command on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+import pytest
+from markupsafe import escape
+
+from eventstore import Event, EventStore, RecordedEvent
+from eventstore.backends import Checkpoint
+from eventstore.pricing import ModelPrice, PriceTable
+
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient
+
+from eventstore.cli.serve import is_loopback
+from eventstore.cli.serve.access import CSP, cookie_name
+from eventstore.cli.serve.web import build_app
+
+TOKEN = "test-token-1234"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TIMEOUT = 20  # seconds; only reached when something is broken
+
+PRICES = PriceTable({
+    "openai/gpt-4o": ModelPrice.per_million(input="2.5", output="10"),
+    "anthropic/claude-sonnet": ModelPrice.per_million(input="3", output="15"),
+})
+HOSTILE = '<script>alert("owned")</script><img src=x onerror=alert(1)>'
+EVIL_ID = "<b>evil</b>&id"
+# A model call with no known price, as record_llm_call writes it: counted, never $0.
+UNPRICED = {"provider": "acme", "model": "mystery-1", "latency_ms": 3.25,
+            "usage": {"input_tokens": 7, "output_tokens": 3},
+            "error": {"type": "RateLimitError", "message": "slow down", "status_code": 429},
+            "tool_calls": [{"id": "t1", "name": "lookup", "arguments": {"q": "x"}}]}
+
+
+@dataclass
+class Log:
+    url: str
+    events: list[RecordedEvent]
+
+    def where(self, **match: Any) -> list[RecordedEvent]:
+        return [e for e in self.events if all(getattr(e, k) == v for k, v in match.items())]
+
+
+async def seed(url: str) -> Log:
+    async with EventStore.open(url, pricing=PRICES) as store:
+        c1: dict[str, Any] = {"conversation_id": "c1", "user_id": "u1",
+                              "metadata": {"tags": ["prod"]}}
+        c2: dict[str, Any] = {"conversation_id": "c2", "user_id": "u2",
+                              "metadata": {"tags": ["beta"]}}
+        await store.track("conversation_created", {"title": "Trip"}, **c1)
+        await store.track("message_sent", {"role": "user", "content": "Hi there"}, **c1)
+        await store.track("message_sent",
+                          {"role": "assistant", "content": "Hello!\nHow can I help?"}, **c1)
+        await store.record_cost(provider="openai", model="gpt-4o", input_tokens=1200,
+                                output_tokens=300, latency_ms=420.4, **c1)
+        await store.track("policy_violation",
+                          {"policy": "pii", "reason": "card number", "severity": "high"}, **c1)
+        await store.track("memory_trimmed", {"strategy": "summarize", "messages_before": 10,
+                                             "messages_after": 4, "tokens_removed": 500}, **c1)
+        await store.track("user_feedback", {"rating": 5, "comment": "great"}, **c1)
+        await store.track("message_sent", {"role": "user", "content": "Plan"}, **c2)
+        await store.record_cost(provider="anthropic", model="claude-sonnet",
+                                input_tokens=1000, output_tokens=500, **c2)
+        await store.append(Event(type="llm_call", data=UNPRICED, **c2))
+        # Attacker-controlled text everywhere a person will read it.
+        evil: dict[str, Any] = {"conversation_id": EVIL_ID, "user_id": HOSTILE,
+                                "metadata": {"tags": [HOSTILE]}}
+        await store.track("conversation_created", {"title": HOSTILE}, **evil)
+        await store.track("message_sent", {"role": "user", "content": HOSTILE}, **evil)
+        await store.track("policy_violation", {"policy": HOSTILE, "reason": HOSTILE}, **evil)
+        await store.backend.save_checkpoint(Checkpoint(name="reports", position=3))
+        events = [e async for e in store.read()]
+    return Log(url, events)
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Log:
+    path = tmp_path_factory.mktemp("serve") / "audit.db"
+    return asyncio.run(seed(f"sqlite:///{path}"))
+
+
+@pytest.fixture(scope="module")
+def client(log: Log) -> Iterator[TestClient]:
+    app = build_app(lambda: EventStore.open(log.url), TOKEN)
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        yield c
+
+
+def get(client: TestClient, path: str, **kwargs: Any) -> Any:
+    response = client.get(path, headers=AUTH, **kwargs)
+    assert response.status_code == 200, (path, response.status_code, response.text[:300])
+    return response
+
+
+def api(client: TestClient, path: str) -> Any:
+    return msgspec.json.decode(get(client, path).content)
+
+
+PAGES = ["/conversations", "/conversations/c1", f"/conversations/{quote(EVIL_ID)}",
+         "/events/4", "/costs", "/violations", "/tail", "/subscriptions"]
+APIS = ["/api/conversations", "/api/conversations/c1", "/api/events/4", "/api/costs",
+        "/api/violations", "/api/subscriptions"]
+STATIC = ["/static/style.css", "/static/tail.js"]
+
+
+# --- access --------------------------------------------------------------------------------
+
+
+def test_without_the_token_every_route_is_401_with_no_data(client: TestClient,
+                                                           log: Log) -> None:
+    client.cookies.clear()
+    wrong = {"Authorization": "Bearer not-the-token"}
+    for path in [*PAGES, *APIS, *STATIC, "/api/tail", "/"]:
+        for response in (client.get(path), client.get(path, headers=wrong),
+                         client.get(path + ("&" if "?" in path else "?") + "token=nope"),
+                         client.get(path, headers={"Cookie": f"{cookie_name(TOKEN)}=nope"}),
+                         client.get(path, headers={"Authorization": TOKEN})):  # no scheme
+            assert response.status_code == 401, path
+            assert response.headers["content-security-policy"] == CSP
+            assert "set-cookie" not in response.headers
+            for secret in ("Hi there", "c1", "u1", "gpt-4o", "card number"):
+                assert secret not in response.text
+    post = client.post("/v1/traces", content=b"{}")
+    assert post.status_code == 401
+
+
+def test_the_token_in_the_url_once_then_a_strict_httponly_cookie(client: TestClient) -> None:
+    client.cookies.clear()
+    first = client.get(f"/conversations?user=u1&token={TOKEN}", follow_redirects=False)
+    assert first.status_code == 303
+    assert first.headers["location"] == "/conversations?user=u1"  # the token leaves the URL
+    cookie = first.headers["set-cookie"]
+    assert cookie.startswith(f"{cookie_name(TOKEN)}={TOKEN};")
+    assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {p.strip() for p in cookie.split(";")}
+    # The client keeps the cookie, as a browser does: no token needed any more.
+    page = client.get(first.headers["location"])
+    assert page.status_code == 200 and ">c1</a>" in page.text
+    client.cookies.clear()
+    assert client.get("/conversations").status_code == 401
+    # Scripts: the query token on an API route answers directly; or a bearer header.
+    direct = client.get(f"/api/conversations?token={TOKEN}")
+    assert direct.status_code == 200 and direct.json()["conversations"]
+    assert client.get("/api/conversations", headers=AUTH).status_code == 200
+    client.cookies.clear()
+
+
+def test_every_response_carries_the_csp_and_references_no_other_host(client: TestClient
+                                                                      ) -> None:
+    for path in [*PAGES, *APIS, *STATIC]:
+        response = get(client, path)
+        headers = response.headers
+        assert headers["content-security-policy"] == CSP, path
+        assert "'unsafe-inline'" not in CSP and "http" not in CSP
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["cache-control"] == "no-store"
+        body = response.text
+        assert not re.search(r"https?://|//[a-z0-9-]+\.[a-z]", body, re.IGNORECASE), path
+        for ref in re.findall(r'(?:src|href|action)="([^"]*)"', body):
+            assert ref.startswith(("/", "#", "?")) and not ref.startswith("//"), (path, ref)
+        if headers["content-type"].startswith("text/html"):
+            # No inline script or style: the CSP would block them, so none may be needed.
+            assert not re.search(r"<script(?![^>]*\bsrc=)", body), path
+            assert not re.search(r"\sstyle=|<style", body), path
+        else:  # JSON carries event text as is: never served as something a browser runs
+            assert headers["content-type"].split(";")[0] in (
+                "application/json", "text/css", "text/javascript", "application/javascript")
+
+
+def test_hostile_event_text_renders_as_text_everywhere(client: TestClient) -> None:
+    escaped = str(escape(HOSTILE))  # as the templates escape: quotes too
+    for path in ["/conversations", f"/conversations/{quote(EVIL_ID)}", "/violations", "/tail",
+                 "/events/13"]:
+        body = get(client, path).text
+        assert HOSTILE not in body, path
+        assert "<script>alert" not in body and "<img src=x" not in body, path
+        assert escaped in body, path
+    assert str(escape(EVIL_ID)) in get(client, "/conversations").text
+    assert api(client, f"/api/conversations/{quote(EVIL_ID)}")["conversation"]["title"] == HOSTILE
+
+
+# --- pages and their JSON ------------------------------------------------------------------
+
+
+def test_conversations_newest_first_with_totals_filters_and_cursor_pages(
+    client: TestClient, log: Log,
+) -> None:
+    doc = api(client, "/api/conversations")
+    rows = doc["conversations"]
+    assert [r["id"] for r in rows] == [EVIL_ID, "c2", "c1"]
+    assert doc["next_cursor"] is None
+    c1 = rows[2]
+    c1_events = log.where(conversation_id="c1")
+    assert (c1["user_id"], c1["title"], c1["messages"], c1["calls"], c1["violations"],
+            c1["tags"], c1["events"]) == ("u1", "Trip", 2, 1, 1, ["prod"], 7)
+    assert Decimal(c1["cost"]) == Decimal("0.006")
+    assert c1["first_at"] == c1_events[0].recorded_at.isoformat().replace("+00:00", "Z")
+    c2 = rows[1]
+    assert (Decimal(c2["cost"]), c2["calls"], c2["unpriced_calls"]) == (Decimal("0.0105"), 2, 1)
+
+    assert [r["id"] for r in api(client, "/api/conversations?user=u2")["conversations"]] == [
+        "c2"]
+    assert [r["id"] for r in api(client, "/api/conversations?tag=prod")["conversations"]] == [
+        "c1"]
+    assert [r["id"] for r in api(client, "/api/conversations?conversation=c1")[
+        "conversations"]] == ["c1"]
+    assert api(client, "/api/conversations?conversation=nope")["conversations"] == []
+    c2_start = log.where(conversation_id="c2")[0].recorded_at.isoformat()
+    c1_end = c1_events[-1].recorded_at.isoformat()
+    after = api(client, f"/api/conversations?after={quote(c2_start)}")["conversations"]
+    before = api(client, f"/api/conversations?before={quote(c1_end)}")["conversations"]
+    assert [r["id"] for r in after] == [EVIL_ID, "c2"]
+    assert [r["id"] for r in before] == ["c1"]
+
+    seen: list[str] = []
+    path = "/api/conversations?limit=1"
+    while True:
+        page = api(client, path)
+        assert len(page["conversations"]) == 1
+        seen += [r["id"] for r in page["conversations"]]
+        if page["next_cursor"] is None:
+            break
+        path = f"/api/conversations?limit=1&cursor={page['next_cursor']}"
+    assert seen == [EVIL_ID, "c2", "c1"]
+
+    html_page = get(client, "/conversations?limit=2").text
+    assert ">c2</a>" in html_page and ">c1</a>" not in html_page
+    assert 'rel="next" href="/conversations?limit=2&amp;cursor=' in html_page
+    assert '<td class="n cost">$0.006</td>' in get(client, "/conversations").text
+    for bad, message in (("cursor=abc", "cursor is malformed"), ("after=yesterday", "after:"),
+                         ("limit=0", "limit must be")):
+        response = client.get(f"/api/conversations?{bad}", headers=AUTH)
+        assert response.status_code == 400 and response.json()["error"].startswith(message)
+        assert client.get(f"/conversations?{bad}", headers=AUTH).status_code == 400
+
+
+def test_a_conversation_is_a_transcript_with_each_call_and_notice_inline(
+    client: TestClient, log: Log,
+) -> None:
+    body = get(client, "/conversations/c1").text
+    assert '<div class="bubble user" id="e2">' in body
+    assert '<div class="text">Hi there</div>' in body
+    assert '<div class="text">Hello!\nHow can I help?</div>' in body
+    assert '<span class="model">openai/gpt-4o</span>' in body
+    assert "1200 in / 300 out" in body
+    assert '<span class="latency">420 ms</span>' in body  # rounded
+    assert '<span class="cost">$0.006</span>' in body
+    assert '<a class="request" href="/events/4">request</a>' in body
+    assert "pii: card number [high]" in body
+    assert "summarize: 10 → 4 messages, 500 tokens removed" in body
+    assert '<div class="notice feedback"' in body
+    assert '<span class="cost total">$0.006</span>' in body
+    c2 = get(client, "/conversations/c2").text
+    assert '<span class="cost">unpriced</span>' in c2 and "(+1 unpriced)" in c2
+    assert '<span class="latency">3.2 ms</span>' in c2 and "7 in / 3 out" in c2
+    assert str(escape('error: {"type":"RateLimitError","message":"slow down",'
+                      '"status_code":429}')) in c2
+    assert "tool call: <code>" + str(escape(
+        '{"id":"t1","name":"lookup","arguments":{"q":"x"}}')) + "</code>" in c2
+
+    doc = api(client, "/api/conversations/c1")
+    assert msgspec.convert(doc["events"], list[RecordedEvent]) == log.where(
+        conversation_id="c1")
+    assert doc["next_cursor"] is None
+    first = api(client, "/api/conversations/c1?limit=3")
+    rest = api(client, f"/api/conversations/c1?limit=10&cursor={first['next_cursor']}")
+    assert [e["seq"] for e in first["events"]] == [1, 2, 3]
+    assert [e["seq"] for e in rest["events"]] == [4, 5, 6, 7]
+    paged = get(client, "/conversations/c1?limit=3").text
+    assert "Hello!" in paged and "openai/gpt-4o" not in paged
+    assert f'href="/conversations/c1?limit=3&amp;cursor={first["next_cursor"]}"' in paged
+    other = client.get(f"/api/conversations/c1?cursor={first['next_cursor']}&limit=3",
+                       headers=AUTH)
+    assert other.status_code == 200
+    mismatch = client.get(f"/api/conversations/c2?cursor={first['next_cursor']}",
+                          headers=AUTH)
+    assert mismatch.status_code == 400 and "other filters" in mismatch.json()["error"]
+    for path in ("/conversations/nope", "/api/conversations/nope"):
+        assert client.get(path, headers=AUTH).status_code == 404
+
+
+def test_an_event_page_shows_the_exact_recorded_call(client: TestClient, log: Log) -> None:
+    call = log.events[3]
+    body = html.unescape(get(client, "/events/4").text)
+    assert '"model": "gpt-4o"' in body and '"latency_ms": 420.4' in body
+    assert f"<code>{call.id}</code>" in body
+    assert msgspec.convert(api(client, "/api/events/4")["event"], RecordedEvent) == call
+    for path in ("/events/999", "/api/events/0"):
+        assert client.get(path, headers=AUTH).status_code == 404
+
+
+def test_costs_by_day_model_user_and_tag_with_unpriced_calls_counted(
+    client: TestClient, log: Log,
+) -> None:
+    async def store_totals() -> tuple[Decimal, Decimal]:
+        async with EventStore.open(log.url) as store:
+            return await store.sum_cost(), await store.sum_cost(user_id="u2")
+
+    total, u2 = asyncio.run(store_totals())
+    doc = api(client, "/api/costs")
+    assert Decimal(doc["total"]["cost"]) == total == Decimal("0.0165")
+    assert (doc["total"]["calls"], doc["total"]["unpriced_calls"]) == (3, 1)
+    assert {r["key"]: Decimal(r["cost"]) for r in doc["by_model"]} == {
+        "claude-sonnet": Decimal("0.0105"), "gpt-4o": Decimal("0.006"), "mystery-1": 0}
+    by_user = {r["key"]: r for r in doc["by_user"]}
+    assert Decimal(by_user["u2"]["cost"]) == u2 and by_user["u2"]["unpriced_calls"] == 1
+    assert [r["key"] for r in doc["by_tag"]] == ["beta", "prod"]
+    (day,) = doc["by_day"]
+    assert day["key"] == log.events[3].occurred_at.date().isoformat() and day["calls"] == 3
+    body = get(client, "/costs").text
+    assert '<small class="cost total">$0.0165</small>' in body
+    assert "1 unpriced (not in the totals)" in body
+    assert body.count('<rect class="bar"') == 1 and "<svg" in body
+
+
+def test_violations_and_alerts_page_by_the_stores_cursor(client: TestClient, log: Log) -> None:
+    doc = api(client, "/api/violations")
+    assert [e["seq"] for e in doc["events"]] == [
+        e.seq for e in log.events if e.type == "policy_violation"]
+    assert doc["total"] == 2
+    first = api(client, "/api/violations?limit=1")
+    second = api(client, f"/api/violations?limit=1&cursor={first['next_cursor']}")
+    assert [e["seq"] for e in first["events"] + second["events"]] == [5, 13]
+    assert second["next_cursor"] is None
+    body = get(client, "/violations").text
+    assert "pii: card number [high]" in body and 'href="/conversations/c1#e5"' in body
+
+
+def test_subscriptions_show_position_lag_and_status(client: TestClient, log: Log) -> None:
+    (row,) = api(client, "/api/subscriptions")["subscriptions"]
+    assert (row["name"], row["position"], row["lag"], row["status"]) == (
+        "reports", 3, len(log.events) - 3, "stored")
+    body = get(client, "/subscriptions").text
+    assert f'<td>reports</td><td class="n">3</td><td class="n bad">{len(log.events) - 3}</td>' \
+        in body
+
+
+# --- the live tail -------------------------------------------------------------------------
+
+
+def read_stream(client: TestClient, path: str, want: int, headers: dict[str, str] | None = None
+                ) -> list[dict[str, Any]]:
+    """The first `want` events of an SSE stream, read in a thread bounded by TIMEOUT."""
+    got: list[dict[str, Any]] = []
+    ids: list[str] = []
+    done = threading.Event()
+
+    def pump() -> None:
+        with client.stream("GET", path, headers={**AUTH, **(headers or {})}) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response.iter_lines():
+                if line.startswith("id: "):
+                    ids.append(line[4:])
+                if line.startswith("data: "):
+                    got.append(msgspec.json.decode(line[6:]))
+                    if len(got) == want:
+                        break
+        done.set()
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    assert done.wait(TIMEOUT), f"the stream sent {len(got)} of {want} events in time"
+    assert ids == [str(e["seq"]) for e in got]
+    return got
+
+
+async def append(url: str, *events: Event) -> list[RecordedEvent]:
+    async with EventStore.open(url) as store:
+        return await store.append_many(events)
+
+
+def test_tail_page_and_stream_show_events_as_another_store_commits(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'tail.db'}"
+    seeded = asyncio.run(append(url, *(Event(type="message_sent", conversation_id="t",
+                                             data={"role": "user", "content": f"m{i}"})
+                                       for i in range(3))))
+    app = build_app(lambda: EventStore.open(url), TOKEN)
+    with TestClient(app) as client:
+        body = get(client, "/tail").text
+        assert [int(s) for s in re.findall(r'<tr data-seq="(\d+)">', body)] == [1, 2, 3]
+        assert 'data-stream="/api/tail?after=3"' in body
+        # From a seq: the backlog after it, straight from the log.
+        assert [e["seq"] for e in read_stream(client, "/api/tail?after=1", 2)] == [2, 3]
+        # Resuming by Last-Event-ID, as EventSource does after a reconnect.
+        assert [e["seq"] for e in read_stream(client, "/api/tail", 1,
+                                              {"Last-Event-ID": "2"})] == [3]
+
+        # Live: appended by another store (another connection, as another process would).
+        result: list[list[dict[str, Any]]] = []
+        reader = threading.Thread(target=lambda: result.append(
+            read_stream(client, "/api/tail?after=3&type=ping", 1)), daemon=True)
+        reader.start()
+        (ping,) = asyncio.run(append(url, Event(type="message_sent", conversation_id="t",
+                                                data={"role": "user", "content": "skip"}),
+                                     Event(type="ping", data={"n": HOSTILE})))[1:]
+        reader.join(TIMEOUT)
+        assert result and [(e["seq"], e["type"]) for e in result[0]] == [(ping.seq, "ping")]
+        assert result[0][0]["summary"] == msgspec.json.encode({"n": HOSTILE}).decode()
+        # The index followed too: the conversation listing knows the new message.
+        assert api(client, "/api/conversations")["conversations"][0]["messages"] == 4
+        bad = client.get("/api/tail?after=x", headers=AUTH)
+        assert bad.status_code == 400
+    assert seeded[-1].seq == 3
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def test_loopback_detection() -> None:
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost", "LOCALHOST"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "192.168.1.10", "example.org", "10.0.0.1"):
+        assert not is_loopback(host), host
+
+
+def test_the_serve_command_prints_its_url_and_guards_it(log: Log, tmp_path: Path) -> None:
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "eventstore", "--db", log.url, "serve",
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        match = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/\?token=([\w-]+)", line)
+        assert match, (line, proc.poll())
+        base, token = f"http://127.0.0.1:{match[1]}", match[2]
+        assert len(token) >= 20
+        with httpx.Client(base_url=base, timeout=TIMEOUT) as http:
+            assert http.get("/api/conversations").status_code == 401
+            opened = http.get(f"/?token={token}", follow_redirects=True)
+            assert opened.status_code == 200 and ">c1</a>" in opened.text
+            assert str(opened.url) == f"{base}/conversations"
+    finally:
+        proc.terminate()
+        proc.wait(TIMEOUT)
+    missing = subprocess.run([sys.executable, "-m", "eventstore", "--db",
+                              f"sqlite:///{tmp_path / 'nope.db'}", "serve", "--port", "0"],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: no eventstore database")
+
+
+def test_a_recorded_llm_call_and_its_cost_record_are_one_call(tmp_path: Path) -> None:
+    """record_llm_call writes an llm_call and, when priced, a cost_recorded carrying the
+    call's id: the viewer counts and shows that as one call, with its cost."""
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    call = Event(type="llm_call", conversation_id="k", user_id="u",
+                 data={"provider": "openai", "model": "gpt-4o", "input_tokens": 100,
+                       "output_tokens": 20, "latency_ms": 250.0, "priced": True})
+    cost = Event(type="cost_recorded", conversation_id="k", user_id="u",
+                 data={"provider": "openai", "model": "gpt-4o", "input_tokens": 100,
+                       "output_tokens": 20, "cache_read_tokens": 0, "cache_write_tokens": 0,
+                       "input_cost": "0.00025", "output_cost": "0.0002",
+                       "total_cost": "0.00045", "price_source": "genai-prices",
+                       "call_id": call.id})
+    asyncio.run(append(url, call, cost))
+    with TestClient(build_app(lambda: EventStore.open(url), TOKEN)) as client:
+        (row,) = api(client, "/api/conversations")["conversations"]
+        assert (row["calls"], row["unpriced_calls"], Decimal(row["cost"])) == (
+            1, 0, Decimal("0.00045"))
+        costs = api(client, "/api/costs")["total"]
+        assert (costs["calls"], costs["unpriced_calls"]) == (1, 0)
+        body = get(client, "/conversations/k").text
+        assert body.count('<div class="call"') == 1
+        assert '<span class="cost">$0.00045</span>' in body and "250 ms" in body
