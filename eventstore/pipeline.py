@@ -52,6 +52,10 @@ class WritePipeline:
         self._hooks_copy = copies_on_write(self._hooks)
         self.encryption = encryption
 
+    def add_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """More store-wide metadata, for the events prepared from now on."""
+        self._metadata = merge_metadata(self._metadata, metadata)
+
     # --- the way in ----------------------------------------------------------------------
 
     async def prepare(self, event: Any) -> PreparedEvent:
