@@ -62,6 +62,10 @@ class WritePipeline:
 
         self.sealed_without_key = await is_encrypted(self._backend)
 
+    def add_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """More store-wide metadata, for the events prepared from now on."""
+        self._metadata = merge_metadata(self._metadata, metadata)
+
     # --- the way in ----------------------------------------------------------------------
 
     async def prepare(self, event: Any, *, audit: bool = False) -> PreparedEvent:

@@ -50,7 +50,14 @@ from .projections import runner
 from .prompts import Prompt
 from .query import build_query, check_seq
 from .reads import READ_BATCH, LogReader, Page
-from .scope import ConversationScope, TraceScope, check_store_metadata, note_call, scoped
+from .scope import (
+    ConversationScope,
+    TraceScope,
+    check_store_metadata,
+    merge_metadata,
+    note_call,
+    scoped,
+)
 from .subscription_host import StoreHost
 from .subscriptions import Guardian, Handler, Registry, Subscription
 from .subscriptions.subscription import DEFAULT_HANDLER_TIMEOUT
@@ -415,6 +422,12 @@ class EventStore:
         `thumbs_down()` and `feedback(text)` rate the conversation's last call.
         """
         return ConversationScope(conversation_id, user_id, store=self, tags=tags, **metadata)
+
+    def set_metadata(self, **metadata: Any) -> None:
+        """Add metadata to every event this store appends from now on (AITracer's global
+        set_metadata; `EventStore.open(url, metadata=...)` sets it from the start)."""
+        self.pipeline.add_metadata(check_store_metadata(metadata))
+        self.metadata = merge_metadata(self.metadata, metadata)
 
     def trace(self, trace_id: str, *, tags: Iterable[str] = (), **metadata: Any) -> TraceScope:
         """A run: every call recorded inside `with` / `async with` carries `trace_id` and

@@ -158,6 +158,12 @@ async def test_store_metadata_goes_on_every_event(open_store: StoreFactory) -> N
         stored = [e.metadata async for e in other.read()]
         assert stored[0] == {"service": "api", "tags": ["prod"]}
         assert (await other.append(Event(type="y"))).metadata == {}
+    async with open_store() as later:
+        later.set_metadata(region="eu", tags=["late"])
+        tagged = await later.append(Event(type="z", metadata={"tags": ["own"]}))
+        assert tagged.metadata == {"region": "eu", "tags": ["late", "own"]}
+        with pytest.raises(EventStoreError, match="tags"):
+            later.set_metadata(tags="oops")
     with pytest.raises(EventStoreError, match="metadata"):
         EventStore.open("memory://", metadata=["not", "a", "dict"])
     with pytest.raises(EventStoreError, match="tags"):

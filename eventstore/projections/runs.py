@@ -38,6 +38,9 @@ class RunsState(State, kw_only=True):
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One run: "failed" when any of its calls failed; steps = recorded calls; cost
+    exact; latency the sum of its calls' latencies (ms)."""
+
     trace_id: str
     status: Literal["succeeded", "failed"]
     steps: int
