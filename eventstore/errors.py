@@ -155,3 +155,12 @@ class MalformedNoteError(IntegrityError, ValueError):
 class NoteVerificationError(IntegrityError):
     """A note is well formed but no trusted key signed it, or a trusted key's signature
     does not verify (the note may have been altered: do not trust its text)."""
+
+
+class PromptNotFoundError(EventStoreError, LookupError):
+    """No prompt of that name (or version, or no active version) is registered."""
+
+
+class PromptConflictError(EventStoreError):
+    """A prompt version is already registered with other content; versions never change,
+    register a new version instead."""
