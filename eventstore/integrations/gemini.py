@@ -186,8 +186,15 @@ def _start(args: tuple[Any, ...], kwargs: dict[str, Any], *, stream: bool) -> Ca
 
 
 def _body(response: Any) -> Any:
+    """The JSON of an API client answer: newer SDKs hand back the body text, older ones an
+    HttpResponse with `.json`, or the parsed chunk itself."""
+    if isinstance(response, Mapping):
+        return response
     body = getattr(response, "body", None)
-    return json.loads(body) if isinstance(body, str) and body else None
+    if isinstance(body, str) and body:
+        return json.loads(body)
+    parsed = getattr(response, "json", None)
+    return parsed if isinstance(parsed, Mapping) else None
 
 
 def _request(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
