@@ -15,6 +15,7 @@ from . import signals
 from .errors import (
     BackendError,
     CatchUpTimeoutError,
+    CorruptEventError,
     DuplicateEventError,
     EncryptionError,
     EventStoreError,
@@ -53,6 +54,7 @@ logging.getLogger("eventstore").addHandler(logging.NullHandler())
 __all__ = [
     "BackendError",
     "CatchUpTimeoutError",
+    "CorruptEventError",
     "DuplicateEventError",
     "Encryption",
     "EncryptionError",

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .codec import PreparedEvent, decode_event, digest_of, encode_event, recorded, validate
+from .backends.protocols import KeyStore
+from .codec import PreparedEvent, digest_of, encode_event, encode_visible, recorded, validate
 from .errors import DuplicateEventError, EncryptionError, InvalidEventError, RedactionError
 from .events import Event, RecordedEvent
 from .privacy.hooks import RedactHook, copies_on_write, run_hooks
@@ -86,8 +87,7 @@ class WritePipeline:
                 raise RedactionError(
                     f"a redact hook produced an invalid event ({exc}); nothing was written"
                 ) from exc
-        body = encode_event(event)
-        visible = decode_event(body)  # what a read gives back: callers see the same
+        body, visible = encode_visible(event)  # visible: what a read gives back
         digest = digest_of(visible)
         if self.encryption is not None and not audit:  # stored differs from what is seen
             sealed, digest = await self.encryption.seal_with_digest(visible, digest)
@@ -115,7 +115,7 @@ class WritePipeline:
         """With encryption, a retry of a forgotten user's event cannot match what is stored:
         its fingerprint was keyed with the destroyed key. Say so rather than "different
         content"; the stored copy stays erased either way."""
-        if self.encryption is None:
+        if self.encryption is None or not isinstance(self._backend, KeyStore):
             return exc
         user_id = next((p.visible.user_id for p in prepared
                         if p.visible.id == exc.event_id), None)

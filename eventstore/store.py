@@ -28,6 +28,7 @@ from anyio.abc import TaskGroup
 from . import signals
 from .backends import backend_for_url
 from .backends.base import Backend
+from .backends.protocols import CommitListener
 from .calls import CallRecorder, LLMCall, Metrics, compute_metrics, read_calls
 from .codec import PreparedEvent
 from .cursor import CursorCodec
@@ -46,8 +47,9 @@ from .pipeline import WritePipeline
 from .pricing.ledger import CostLedger
 from .privacy.hooks import RedactHook
 from .projections import runner
-from .query import build_query, check_seq
+from .query import build_query, check_seq, check_time
 from .reads import READ_BATCH, LogReader, Page
+from .rollup import CostFilters
 from .scope import ConversationScope
 from .subscription_host import StoreHost
 from .subscriptions import Guardian, Handler, Registry, Subscription
@@ -112,7 +114,7 @@ class EventStore:
         self.pipeline = WritePipeline(backend, redact, encryption)
         self._cursor_secret = cursor_secret
         self._reader = LogReader(backend, self.pipeline)
-        self._ledger = CostLedger(self._reader, self.append, pricing)
+        self._ledger = CostLedger(self._reader, self.append, pricing, backend=backend)
         self._calls = CallRecorder(self._reader, self.append_many, lambda: self._ledger.pricing)
         self._writer = GroupCommitWriter(backend, self._after_commit, max_group=max_group)
         self._runner: asyncio.Task[None] | None = None
@@ -127,7 +129,8 @@ class EventStore:
         self.dispatcher.reveal_live = self.pipeline.reveal_live
         self._registry = Registry(self._host)
         self.guardian = Guardian(self._host, self._registry, interval=guardian_interval,
-                                 check_listener=getattr(backend, "check_listener", None))
+                                 check_listener=backend.check_listener
+                                 if isinstance(backend, CommitListener) else None)
 
     @classmethod
     def open(cls, url: str, *, redact: Sequence[RedactHook] = (), **options: Any) -> EventStore:
@@ -194,10 +197,9 @@ class EventStore:
             await self.backend.close()
             raise
         self._open = True
-        listen = getattr(self.backend, "listen", None)
-        if listen is not None:  # other processes' commits wake our subscriptions
+        if isinstance(self.backend, CommitListener):  # others' commits wake subscriptions
             try:
-                await listen(self._registry.note_head)
+                await self.backend.listen(self._registry.note_head)
             except BaseException:
                 await self.close()
                 raise
@@ -272,9 +274,8 @@ class EventStore:
             await self._runner
         self.dispatcher.discard()
         self._registry.disconnect()
-        unlisten = getattr(self.backend, "unlisten", None)
-        if unlisten is not None:  # a shared in-process log outlives this store
-            unlisten(self._registry.note_head)
+        if isinstance(self.backend, CommitListener):  # a shared log outlives this store
+            self.backend.unlisten(self._registry.note_head)
         await self.backend.close()
 
     async def __aenter__(self) -> Self:
@@ -646,15 +647,18 @@ class EventStore:
         user_id: str | None = None,
         provider: str | None = None,
         model: str | None = None,
+        tag: str | None = None,
         after: datetime | None = None,
         before: datetime | None = None,
     ) -> Decimal:
-        """The exact total cost of the matching cost records (filters combine with AND;
-        `after` / `before` bound the calls' time, occurred_at). Unpriced calls are not in
-        it: `metrics().unpriced_calls` counts them."""
-        query = build_query(conversation_id=conversation_id, user_id=user_id,
-                            after=after, before=before)
-        return await self._costs.sum_cost(query, provider, model)
+        """The exact total cost of the matching priced model calls (filters combine with
+        AND; `after` / `before` bound the calls' occurred_at; `tag` one of their
+        metadata["tags"]). Unpriced calls are left out, never counted as $0."""
+        filters = CostFilters(conversation_id=conversation_id, user_id=user_id,
+                              provider=provider, model=model, tag=tag,
+                              after=check_time("after", after),
+                              before=check_time("before", before))
+        return await self._costs.sum_cost(filters)
 
     @instrumented("get_cost_records")
     async def get_cost_records(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -180,8 +181,26 @@ def start_call(binding: Binding, flavor: str, path: str, request: Mapping[str, A
         user_id=binding.user_id if binding.user_id is not None else scope.user_id,
         metadata={**scope.metadata, **binding.metadata}, stream=stream,
     )
+    mark_current_span()
     before_send(call)
     return call
+
+
+# The attribute an integration puts on the OpenTelemetry span current when a call starts
+# (OpenTelemetry's own SDK instrumentation's span, or the app's), so that
+# EventStoreSpanExporter, seeing that span, does not record the same call a second time.
+OTEL_MARK: Final = "eventstore.recorded"
+
+
+def mark_current_span() -> None:
+    """Tell the span exporter this call is recorded here (a no-op without OpenTelemetry)."""
+    if "opentelemetry.trace" not in sys.modules:  # nobody traces: nothing to mark
+        return
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(OTEL_MARK, True)
 
 
 def before_send(call: Call) -> None:
