@@ -8,9 +8,9 @@ Phases, each over --events events (1 KB-ish chat messages over 100 conversations
   into a few transactions), repeated until --events are written;
 - full read: `async for e in store.read()` over the whole log (decoded RecordedEvents).
 
-Columns: memory (the store's own cost, no I/O), SQLite, PostgreSQL (a throwaway schema,
-dropped afterwards; skipped with a note when no server answers), and two baselines run in
-the same process:
+Columns: memory (the store's own cost, no I/O), SQLite, jsonl (day files in a fresh
+directory), PostgreSQL (a throwaway schema, dropped afterwards; skipped with a note when no
+server answers), and two baselines run in the same process:
 - raw sqlite3: the very rows the SQLite store wrote, inserted with `executemany` in
   transactions of 1000 into a fresh file with the same schema, indexes and pragmas, and
   read back with a plain SELECT (no decoding). It is the physical limit for SQLite;
@@ -270,8 +270,8 @@ async def main() -> None:
     events = max(BATCH, args.events // BATCH * BATCH)
 
     columns: dict[str, list[dict[str, float] | str]] = {
-        "memory": [], "SQLite": [], "raw sqlite3": [], "es SQLite": [], "PostgreSQL": [],
-        "raw asyncpg": [], "es PostgreSQL": []}
+        "memory": [], "SQLite": [], "raw sqlite3": [], "es SQLite": [], "jsonl": [],
+        "PostgreSQL": [], "raw asyncpg": [], "es PostgreSQL": []}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         for _ in range(args.repeat):  # interleaved, so a noisy moment hits every column
@@ -280,6 +280,8 @@ async def main() -> None:
             columns["SQLite"].append(store)
             columns["raw sqlite3"].append(raw)
             columns["es SQLite"].append(eventsourcing_peer(tmp, events))
+            columns["jsonl"].append(
+                await measure(f"jsonl:///{tmp / f'jsonl-{uuid.uuid4().hex}'}", events))
             store, raw = await postgres_and_raw(args.url, events)
             columns["PostgreSQL"].append(store)
             columns["raw asyncpg"].append(raw)

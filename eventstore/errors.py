@@ -133,3 +133,12 @@ class SnapshotError(EventStoreError, ValueError):
 
 class MissingDependencyError(EventStoreError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class PromptNotFoundError(EventStoreError, LookupError):
+    """No prompt of that name (or version, or no active version) is registered."""
+
+
+class PromptConflictError(EventStoreError):
+    """A prompt version is already registered with other content; versions never change,
+    register a new version instead."""

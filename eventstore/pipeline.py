@@ -16,7 +16,7 @@ their user was forgotten in this process after the event was prepared.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from .errors import DuplicateEventError, EncryptionError, InvalidEventError, Red
 from .events import Event, RecordedEvent
 from .privacy.hooks import RedactHook, copies_on_write, run_hooks
 from .query import Query
+from .scope import merge_metadata
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -41,8 +42,11 @@ class WritePipeline:
     what callers may see."""
 
     def __init__(self, backend: Backend, hooks: Sequence[RedactHook] = (),
-                 encryption: Encryption | None = None) -> None:
+                 encryption: Encryption | None = None,
+                 metadata: Mapping[str, Any] | None = None) -> None:
         self._backend = backend
+        # the store's own metadata, under every event's (AITracer's global set_metadata)
+        self._metadata = dict(metadata or {})
         self._hooks = tuple(hooks)
         # hooks that copy on write and found nothing hand back the very event, validated
         # already: no second validation
@@ -58,6 +62,10 @@ class WritePipeline:
         from .privacy.encryption import is_encrypted
 
         self.sealed_without_key = await is_encrypted(self._backend)
+
+    def add_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """More store-wide metadata, for the events prepared from now on."""
+        self._metadata = merge_metadata(self._metadata, metadata)
 
     # --- the way in ----------------------------------------------------------------------
 
@@ -77,6 +85,9 @@ class WritePipeline:
             event = Event(**{f: getattr(event, f) for f in Event.__struct_fields__})
         if event.occurred_at.utcoffset():
             event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(UTC))
+        if self._metadata:
+            event = msgspec.structs.replace(
+                event, metadata=merge_metadata(self._metadata, event.metadata))
         if self._hooks and not audit:
             original = event
             event = await run_hooks(self._hooks, event)

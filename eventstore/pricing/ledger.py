@@ -19,7 +19,7 @@ from ..query import Query
 from ..reads import LogReader
 from ..rollup import CALL_TYPES, CostFilters, CostTotals, call_facts
 from .prices import PricingProvider, default_pricing
-from .records import cost_event, matches
+from .records import cost_event, has_tag, matches
 
 __all__ = ["CostLedger"]
 
@@ -45,9 +45,9 @@ class CostLedger:
                            **call)
         return await self._append(event)
 
-    async def cost_records(self, query: Query, provider: str | None,
-                           model: str | None) -> list[RecordedEvent]:
-        for name, value in (("provider", provider), ("model", model)):
+    async def cost_records(self, query: Query, provider: str | None, model: str | None,
+                           tag: str | None = None) -> list[RecordedEvent]:
+        for name, value in (("provider", provider), ("model", model), ("tag", tag)):
             if value is not None and not isinstance(value, str):
                 raise InvalidQueryError(f"{name}= must be a string or None")
         # One clock for cost questions: the call's time (occurred_at), not the commit's,
@@ -56,6 +56,7 @@ class CostLedger:
                       types=frozenset((COST_RECORDED,)))
         after, before = query.after, query.before
         return [e async for e in self._reader.read(costs) if matches(e, provider, model)
+                and (tag is None or has_tag(e, tag))
                 and (after is None or e.occurred_at >= after)
                 and (before is None or e.occurred_at <= before)]
 

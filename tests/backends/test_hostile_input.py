@@ -186,3 +186,38 @@ async def test_a_corrupt_row_is_named_by_its_seq(open_store: StoreFactory,
             assert [e.seq async for e in store.read(from_seq=4)] == [4, 5]
             with pytest.raises(CorruptEventError):  # a retry of it cannot be matched
                 await store.append(written[2])
+
+
+async def test_a_subscription_that_meets_a_corrupt_row_fails_with_its_seq(
+        open_store: StoreFactory, tmp_path: Path) -> None:
+    from eventstore import signals
+    from eventstore.subscriptions import Status
+
+    if open_store.kind not in ("sqlite", "postgres"):
+        pytest.skip("this backend keeps no stored bytes a test can damage")
+    with anyio.fail_after(30):
+        async with open_store() as store:
+            await store.append_many([msg(i) for i in range(5)])
+            if open_store.kind == "sqlite":
+                corrupt_sqlite_row(tmp_path / "events.db", 3)
+            else:
+                await corrupt_postgres_row(store, open_store.pg_schema, 3)
+            failures: list[BaseException] = []
+            failed = anyio.Event()
+
+            def on_failed(sender: object, exception: BaseException, **_: object) -> None:
+                failures.append(exception)
+                failed.set()
+
+            signals.subscription_failed.connect(on_failed, sender=store, weak=False)
+            seen: list[int] = []
+            sub = await store.subscribe(lambda e: seen.append(e.seq), name="reader")
+            await failed.wait()
+            assert sub.status is Status.FAILED
+            assert seen == [1, 2]  # what comes before the bad row is delivered
+            assert sub.failed_seq == 3 and "seq 3" in sub.describe()
+            assert isinstance(failures[0], CorruptEventError) and failures[0].seq == 3
+            assert sub.restarts == 0
+            await store.guardian.check()
+            assert sub.status is Status.FAILED and sub.restarts == 0  # no crash loop
+            signals.subscription_failed.disconnect(on_failed, sender=store)
