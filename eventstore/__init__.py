@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import signals
 from .errors import (
     BackendError,
+    BudgetExceededError,
     CatchUpTimeoutError,
     DuplicateEventError,
     EncryptionError,
@@ -34,6 +35,7 @@ from .errors import (
     UnknownModelError,
     UnsupportedURLError,
 )
+from .budgets import Budget, BudgetStatus
 from .events import Event, RecordedEvent
 from .pricing import ModelPrice, PriceTable, PricingProvider
 from .privacy import Encryption, PIIRedactor
@@ -50,6 +52,9 @@ logging.getLogger("eventstore").addHandler(logging.NullHandler())
 
 __all__ = [
     "BackendError",
+    "Budget",
+    "BudgetExceededError",
+    "BudgetStatus",
     "CatchUpTimeoutError",
     "DuplicateEventError",
     "Encryption",

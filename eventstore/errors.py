@@ -108,3 +108,16 @@ class SnapshotError(EventStoreError, ValueError):
 
 class MissingDependencyError(EventStoreError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class InvalidBudgetError(EventStoreError, ValueError):
+    """A Budget definition is not valid (limit, per, window, warn_at or name): fix it."""
+
+
+class BudgetExceededError(EventStoreError):
+    """A budget that applies to this call is exhausted: the call was refused (or
+    check_budget() was asked). `statuses` holds the BudgetStatus of each exhausted budget."""
+
+    def __init__(self, message: str, statuses: tuple[object, ...] = ()) -> None:
+        self.statuses = statuses
+        super().__init__(message)

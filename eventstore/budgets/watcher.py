@@ -1,0 +1,181 @@
+"""The budget watcher: a durable subscription over cost events that appends each alert once.
+
+For every `cost_recorded` event it reads, for each budget and scope the call belongs to,
+the scope's spent in the call's window from the cost rollup (derived in the commit
+transaction, so it already holds this call and every call committed before it, in any
+process), and appends an alert for each threshold reached. Exactly once comes from the
+alert's deterministic id, not from this process's memory:
+
+- a crash between a cost's commit and its alert: the subscription's checkpoint is behind
+  the cost, so the next start replays it (at least once) and the alert is appended then;
+- a replay, a restart, or another process seeing the same crossing: the append finds the
+  id already stored. Its content differs (another `spent`, another observer), so the
+  append raises DuplicateEventError: someone already recorded this alert, nothing to do.
+
+Signals go out in the process whose append wrote the alert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final
+
+from .. import signals
+from ..errors import BudgetExceededError, DuplicateEventError, InvalidBudgetError
+from ..events import COST_RECORDED, RecordedEvent
+from .alerts import alert_event, alert_id, definition_event
+from .budget import EXCEEDED, Budget, BudgetStatus, Threshold, Window, window_of
+
+if TYPE_CHECKING:
+    from ..store import EventStore
+    from ..subscriptions import Subscription
+
+__all__ = ["BudgetWatcher", "check_budgets"]
+
+log = logging.getLogger("eventstore.budgets")
+
+COST_TYPES: Final = frozenset({COST_RECORDED})
+_REMEMBERED: Final = 100_000  # alert ids this store knows are stored (a bounded memo)
+
+
+def _checked(budgets: Sequence[Budget]) -> tuple[Budget, ...]:
+    if isinstance(budgets, Budget) or not all(isinstance(b, Budget) for b in budgets):
+        raise InvalidBudgetError("budgets= takes a list of Budget(...)")
+    names = [b.label for b in budgets]
+    if len(set(names)) != len(names):
+        raise InvalidBudgetError(
+            f"two budgets share a name ({sorted(n for n in names if names.count(n) > 1)}); "
+            "give each its own name=")
+    return tuple(budgets)
+
+
+async def spent_in(store: EventStore, budget: Budget, scope: str,
+                   window: Window) -> Decimal:
+    """The priced cost of one scope in one window, from the cost rollup."""
+    filters = budget.filters(scope)
+    if "tag" in filters:
+        metrics = await store.metrics(tag=filters["tag"], after=window.start,
+                                      before=window.last_moment)
+        return metrics.total_cost
+    return await store.sum_cost(after=window.start, before=window.last_moment, **filters)
+
+
+class BudgetWatcher:
+    """The budgets of one store: their alerts (a durable subscription) and their status."""
+
+    def __init__(self, store: EventStore, budgets: Sequence[Budget]) -> None:
+        self._store = store
+        self.budgets = _checked(budgets)
+        # Which store wrote an alert: makes every writer's content its own (see module doc).
+        self.observer = uuid.uuid4().hex
+        self.subscription: Subscription | None = None
+        self._known: dict[str, None] = {}  # alert ids known to be in the log
+
+    @property
+    def subscription_name(self) -> str:
+        """One durable checkpoint per set of budgets: a store opened with other budgets
+        replays the log for them instead of inheriting a position they never saw."""
+        digests = "".join(sorted(b.digest() for b in self.budgets))
+        return "budgets:" + hashlib.sha256(digests.encode()).hexdigest()[:16]
+
+    async def start(self) -> None:
+        if not self.budgets:
+            return
+        for budget in self.budgets:
+            try:
+                await self._store.append(definition_event(budget))
+            except DuplicateEventError:
+                pass  # another store recorded this definition first (at its own time)
+        self.subscription = await self._store.subscribe(
+            self.on_cost, name=self.subscription_name, types=COST_TYPES)
+
+    async def on_cost(self, event: RecordedEvent) -> None:
+        """The subscription's handler: the alerts a cost event brings, appended once."""
+        spent: dict[tuple[str, str, str, str], Decimal] = {}
+        for budget in self.budgets:
+            window = window_of(budget.window, event.occurred_at)
+            for scope in budget.scopes_of(event):
+                pending = [t for t in budget.thresholds
+                           if alert_id(budget, scope, window, t) not in self._known]
+                if not pending:
+                    continue
+                # budgets of one per and window share the scope's spent figure
+                key = (budget.per, scope, window.kind, window.label)
+                if key not in spent:
+                    spent[key] = await spent_in(self._store, budget, scope, window)
+                for threshold in pending:
+                    if spent[key] >= threshold.amount:
+                        await self._alert(budget, scope, window, threshold, spent[key], event)
+
+    async def _alert(self, budget: Budget, scope: str, window: Window, threshold: Threshold,
+                     spent: Decimal, cost: RecordedEvent) -> None:
+        event = alert_event(budget, scope, window, threshold, spent, cost, self.observer)
+        try:
+            recorded = await self._store.append(event)
+        except DuplicateEventError:
+            self._remember(event.id)  # someone else recorded it: not news here
+            return
+        if event.id in self._known:
+            return  # our own earlier append, replayed: its signal went out then
+        self._remember(event.id)
+        signal = signals.budget_exceeded if threshold.kind == EXCEEDED \
+            else signals.budget_warning
+        self._store.dispatcher.send(signal, self._store, budget=budget, scope=scope,
+                                    window=window, spent=spent, limit=budget.limit,
+                                    event=recorded)
+
+    def _remember(self, alert: str) -> None:
+        self._known[alert] = None
+        if len(self._known) > _REMEMBERED:
+            del self._known[next(iter(self._known))]
+
+    # --- questions ---------------------------------------------------------------------
+
+    def matching(self, *, user_id: str | None, conversation_id: str | None,
+                 tags: Sequence[str]) -> list[tuple[Budget, str]]:
+        """The (budget, scope) pairs a call with these ids and tags falls under."""
+        if isinstance(tags, str):
+            raise InvalidBudgetError(f"tags= takes a list of tags, not the string {tags!r}")
+        found: list[tuple[Budget, str]] = []
+        for budget in self.budgets:
+            if budget.per == "total":
+                found.append((budget, ""))
+            elif budget.per == "user" and user_id:
+                found.append((budget, user_id))
+            elif budget.per == "conversation" and conversation_id:
+                found.append((budget, conversation_id))
+            elif budget.per == "tag":
+                found.extend((budget, tag) for tag in sorted(set(tags)) if tag)
+        return found
+
+    async def status(self, *, user_id: str | None = None, conversation_id: str | None = None,
+                     tags: Sequence[str] = (), at: datetime) -> list[BudgetStatus]:
+        statuses = []
+        for budget, scope in self.matching(user_id=user_id, conversation_id=conversation_id,
+                                           tags=tags):
+            window = window_of(budget.window, at)
+            metrics = await self._store.metrics(after=window.start, before=window.last_moment,
+                                                **budget.filters(scope))
+            spent = metrics.total_cost
+            statuses.append(BudgetStatus(
+                budget=budget, scope=scope, window=window, spent=spent, limit=budget.limit,
+                remaining=max(budget.limit - spent, Decimal(0)),
+                unpriced_calls=metrics.unpriced_calls))
+        return statuses
+
+
+def check_budgets(statuses: Sequence[BudgetStatus]) -> None:
+    """Raise BudgetExceededError if any of these budgets is exhausted."""
+    exhausted = tuple(s for s in statuses if s.exhausted)
+    if exhausted:
+        names = ", ".join(f"{s.budget.label} for {s.budget.per} {s.scope!r} in "
+                          f"{s.window.label} (spent {s.spent} of {s.limit})"
+                          if s.scope else f"{s.budget.label} in {s.window.label} "
+                          f"(spent {s.spent} of {s.limit})" for s in exhausted)
+        raise BudgetExceededError(f"budget exhausted: {names}", exhausted)
+
