@@ -12,6 +12,7 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from . import signals
+from .budgets import Budget, BudgetStatus
 from .errors import (
     BackendError,
     BudgetExceededError,
@@ -35,7 +36,6 @@ from .errors import (
     UnknownModelError,
     UnsupportedURLError,
 )
-from .budgets import Budget, BudgetStatus
 from .events import Event, RecordedEvent
 from .pricing import ModelPrice, PriceTable, PricingProvider
 from .privacy import Encryption, PIIRedactor
