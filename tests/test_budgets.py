@@ -3,8 +3,11 @@ threshold, however the costs arrive and however often the watcher replays."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,7 +25,7 @@ from eventstore import (
 from eventstore.budgets import ALERT_TYPES, BUDGET_EXCEEDED, BUDGET_WARNING, window_of
 from eventstore.projections import ConversationCosts
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, require_pg
 
 DAY1 = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)
@@ -261,3 +264,49 @@ async def _wait(predicate: Any) -> None:
     with anyio.fail_after(10):
         while not predicate():  # noqa: ASYNC110 - signals are delivered by the store's pump
             await anyio.sleep(0.005)
+
+
+BUDGET_WRITER = Path(__file__).with_name("budget_writer.py")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_four_processes_crossing_one_limit_at_once_write_one_alert(
+        kind: str, tmp_path: Path) -> None:
+    if kind == "postgres":
+        require_pg()
+    factory = StoreFactory(kind, tmp_path)
+    options = ["--schema", factory.pg_schema] if kind == "postgres" else []
+    try:
+        async with factory():  # create the schema once, before the race
+            pass
+        procs = [await asyncio.create_subprocess_exec(
+            sys.executable, str(BUDGET_WRITER), factory.url, *options,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE) for _ in range(4)]
+        try:
+            with anyio.fail_after(120):
+                for proc in procs:
+                    assert proc.stdout is not None
+                    assert (await proc.stdout.readline()).strip() == b"READY"
+                for proc in procs:  # all at once: 4 x 10 calls of 0.30 against a limit of 1
+                    assert proc.stdin is not None
+                    proc.stdin.write(b"go\n")
+                    await proc.stdin.drain()
+                outputs = [await proc.communicate() for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        lines = [line for out, err in outputs for line in out.decode().split("\n")]
+        assert all(p.returncode == 0 for p in procs), [err.decode()[-2000:] for _, err in outputs]
+        assert lines.count("DONE") == 4
+        # each alert signalled once, by the one process whose append wrote it
+        assert sorted(line for line in lines if line.startswith("SIGNAL")) == [
+            "SIGNAL budget_exceeded", "SIGNAL budget_warning"]
+        async with factory() as store:
+            found = await alerts(store)
+            assert sorted(e.type for e in found) == [BUDGET_EXCEEDED, BUDGET_WARNING]
+            assert await store.sum_cost(user_id="u1") == Decimal("12.00")
+    finally:
+        await factory.cleanup()
