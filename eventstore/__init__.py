@@ -29,6 +29,8 @@ from .errors import (
     InvalidUsageError,
     MissingDependencyError,
     RedactionError,
+    RedactorConfigError,
+    RetentionError,
     SchemaVersionError,
     SnapshotError,
     StoreClosedError,
@@ -38,7 +40,7 @@ from .errors import (
 )
 from .events import Event, RecordedEvent
 from .pricing import ModelPrice, PriceTable, PricingProvider
-from .privacy import Encryption, PIIRedactor
+from .privacy import Encryption, PIIRedactor, Retention
 from .store import EventStore, Page
 from .subscriptions import Subscription
 
@@ -77,6 +79,9 @@ __all__ = [
     "PricingProvider",
     "RecordedEvent",
     "RedactionError",
+    "RedactorConfigError",
+    "Retention",
+    "RetentionError",
     "SchemaVersionError",
     "SnapshotError",
     "StoreClosedError",

@@ -5,6 +5,11 @@ is a truncated HMAC-SHA256 under the store's secret (kept in the backend, so cur
 a restart and work across processes). It names a seq, not an offset, so it keeps working
 while new events are appended, and it is refused when tampered with, made by another store
 or replayed under other filters.
+
+The filter digest is keyed too (BLAKE2b under a key derived from the same secret): cursors
+travel in URLs and logs, and an unkeyed digest of the filters would let anyone holding one
+confirm a guessed conversation or user id offline. Version 1 cursors carried the unkeyed
+digest and are refused as an unknown layout.
 """
 
 from __future__ import annotations
@@ -19,13 +24,10 @@ import msgspec
 from .errors import InvalidCursorError
 from .query import Query
 
-_VERSION = 1
+_VERSION = 2
 _MAC_BYTES = 16
 _FILTER_DIGEST_BYTES = 8
-
-
-def _filter_digest(query: Query) -> bytes:
-    return hashlib.blake2b(query.fingerprint(), digest_size=_FILTER_DIGEST_BYTES).digest()
+_FILTER_KEY_LABEL = b"eventstore/v1/cursor-filters"
 
 
 class CursorCodec:
@@ -33,12 +35,17 @@ class CursorCodec:
         if len(secret) < 16:
             raise ValueError("a cursor secret needs at least 16 bytes")
         self._secret = secret
+        self._filter_key = hmac.new(secret, _FILTER_KEY_LABEL, hashlib.sha256).digest()
+
+    def _filter_digest(self, query: Query) -> bytes:
+        return hashlib.blake2b(query.fingerprint(), key=self._filter_key,
+                               digest_size=_FILTER_DIGEST_BYTES).digest()
 
     def _mac(self, body: bytes) -> bytes:
         return hmac.new(self._secret, body, hashlib.sha256).digest()[:_MAC_BYTES]
 
     def encode(self, last_seq: int, query: Query) -> str:
-        body = msgspec.msgpack.encode([_VERSION, last_seq, _filter_digest(query)])
+        body = msgspec.msgpack.encode([_VERSION, last_seq, self._filter_digest(query)])
         return base64.urlsafe_b64encode(body + self._mac(body)).rstrip(b"=").decode("ascii")
 
     def decode(self, cursor: object, query: Query) -> int:
@@ -66,7 +73,7 @@ class CursorCodec:
             raise InvalidCursorError("cursor has an unknown layout") from exc
         if version != _VERSION or last_seq < 0:
             raise InvalidCursorError("cursor has an unknown layout")
-        if not hmac.compare_digest(digest, _filter_digest(query)):
+        if not hmac.compare_digest(digest, self._filter_digest(query)):
             raise InvalidCursorError(
                 "cursor was made with other filters; pass the same conversation_id, user_id, "
                 "type, after and before as the call that returned it"

@@ -35,6 +35,14 @@ class RedactionError(EventStoreError):
     """A redact hook raised or returned something other than an Event; nothing was written."""
 
 
+class RedactorConfigError(EventStoreError, ValueError):
+    """A redactor (PIIRedactor) was built with an unknown detector, action, field or region."""
+
+
+class RetentionError(EventStoreError, ValueError):
+    """A retention policy is not valid, or the store cannot apply one (no encryption)."""
+
+
 class UnsupportedURLError(EventStoreError, ValueError):
     """The store URL names a scheme eventstore has no backend for."""
 

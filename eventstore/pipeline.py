@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .codec import PreparedEvent, decode_event, digest_of, encode_event, recorded, validate
-from .errors import DuplicateEventError, InvalidEventError, RedactionError
+from .errors import DuplicateEventError, EncryptionError, InvalidEventError, RedactionError
 from .events import Event, RecordedEvent
 from .privacy.hooks import RedactHook, copies_on_write, run_hooks
 from .query import Query
@@ -47,17 +47,36 @@ class WritePipeline:
         # already: no second validation
         self._hooks_copy = copies_on_write(self._hooks)
         self.encryption = encryption
+        # An encrypted store opened without its master key: appends are refused (they would
+        # store personal fields in plaintext that no forget could erase), reads show
+        # envelopes as [ENCRYPTED].
+        self.sealed_without_key = False
+
+    async def check_sealed(self) -> None:
+        """At start, without encryption: is the store encrypted all the same?"""
+        from .privacy.encryption import is_encrypted
+
+        self.sealed_without_key = await is_encrypted(self._backend)
 
     # --- the way in ----------------------------------------------------------------------
 
-    async def prepare(self, event: Any) -> PreparedEvent:
-        """Validate, redact, encode and (with encryption) seal one event."""
+    async def prepare(self, event: Any, *, audit: bool = False) -> PreparedEvent:
+        """Validate, redact, encode and (with encryption) seal one event. An `audit` event
+        (the store's own record of a forget or a retention run) is neither redacted nor
+        sealed."""
+        if self.sealed_without_key:
+            raise EncryptionError(
+                "this store is encrypted (its metadata holds a master key check) but was "
+                "opened without encryption=: appends are refused, since they would store "
+                "personal fields in plaintext that forget_user could never erase. Open it "
+                "with encryption=Encryption(...) (or set EVENTSTORE_MASTER_KEY)"
+            )
         event = validate(event)
         if type(event) is not Event:  # a RecordedEvent or subclass: keep the Event fields
             event = Event(**{f: getattr(event, f) for f in Event.__struct_fields__})
         if event.occurred_at.utcoffset():
             event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(UTC))
-        if self._hooks:
+        if self._hooks and not audit:
             original = event
             event = await run_hooks(self._hooks, event)
             try:
@@ -70,7 +89,7 @@ class WritePipeline:
         body = encode_event(event)
         visible = decode_event(body)  # what a read gives back: callers see the same
         digest = digest_of(visible)
-        if self.encryption is not None:  # what is stored differs from what callers see
+        if self.encryption is not None and not audit:  # stored differs from what is seen
             sealed, digest = await self.encryption.seal_with_digest(visible, digest)
             body = encode_event(sealed)
         return PreparedEvent(visible=visible, body=body, digest=digest)
@@ -120,6 +139,10 @@ class WritePipeline:
         """Stored events as callers see them: personal fields decrypted, or erased once
         their user was forgotten. Without encryption, the stored events as they are."""
         if self.encryption is None or not events:
+            if self.sealed_without_key and events:
+                from .privacy.encryption import mask_envelopes
+
+                return [mask_envelopes(event) for event in events]
             return events
         return await self.encryption.open_events(events)
 

@@ -38,10 +38,11 @@ from .errors import (
     EventStoreError,
     InvalidEventError,
     InvalidOptionError,
+    RetentionError,
     StoreClosedError,
     SubscriptionError,
 )
-from .events import USER_FORGOTTEN, Event, RecordedEvent
+from .events import Event, RecordedEvent
 from .operations import instrumented, send_span, send_start
 from .pipeline import WritePipeline
 from .pricing.ledger import CostLedger
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 
     from .pricing import PricingProvider
     from .privacy.encryption import Encryption
+    from .privacy.retention import Retention, RetentionReport
     from .projections.base import Projection
 
     P = TypeVar("P", bound=Projection)
@@ -95,6 +97,7 @@ class EventStore:
         guardian_interval: float = 30.0,
         pricing: PricingProvider | None = None,
         encryption: Encryption | None = None,
+        retention: Retention | None = None,
         url: str | None = None,
         receiver_timeout: float | None = signals.DEFAULT_RECEIVER_TIMEOUT,
         budgets: Sequence[Budget] = (),
@@ -103,6 +106,12 @@ class EventStore:
         self.url = url
         self.dispatcher = signals.Dispatcher(timeout=receiver_timeout)
         self.encryption = encryption
+        if retention is not None and encryption is None:
+            raise RetentionError(
+                "retention= needs encryption=Encryption(...): content is expired by "
+                "destroying the keys it is encrypted with"
+            )
+        self.retention = retention
         self.pipeline = WritePipeline(backend, redact, encryption)
         self._cursor_secret = cursor_secret
         self._reader = LogReader(backend, self.pipeline)
@@ -140,7 +149,10 @@ class EventStore:
         - `guardian_interval`: seconds between the guardian's checks of subscriptions.
         - `pricing`: a PricingProvider for record_cost (default: the genai-prices dataset).
         - `encryption`: an Encryption, so personal fields are encrypted per user and
-          `forget_user` can erase them.
+          `forget_user` can erase them. A store once opened with it refuses appends
+          without it (reads then show `[ENCRYPTED]`).
+        - `retention`: a Retention, so personal fields are keyed per user and period and
+          `apply_retention` erases the periods older than `content_after`.
         - `receiver_timeout`: seconds an async signal receiver may take per delivery
           before it is abandoned (default 30; None: no limit).
         - `budgets`: a list of `Budget`s; each alerts once per scope, window and threshold
@@ -151,11 +163,13 @@ class EventStore:
           (False: refuse to create a missing file), `watch_interval` (seconds between checks
           for other processes' commits, which wake subscriptions).
         - PostgreSQL: `schema`, `pool_size`, `min_pool_size`, `command_timeout`,
-          `connect_timeout`; other query options go to asyncpg.
+          `connect_timeout`, `create` (False: refuse a schema that holds no store); other
+          query options go to asyncpg.
         """
         store_options = {k: options.pop(k) for k in
                          ("cursor_secret", "max_group", "guardian_interval", "pricing",
-                          "encryption", "receiver_timeout", "budgets") if k in options}
+                          "encryption", "receiver_timeout", "retention", "budgets")
+                         if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
 
@@ -169,7 +183,10 @@ class EventStore:
         await self.backend.open()
         try:
             if self.encryption is not None:
-                await self.encryption.bind(self.backend)
+                period = self.retention.period if self.retention is not None else None
+                await self.encryption.bind(self.backend, period=period)
+            else:
+                await self.pipeline.check_sealed()
             self._reader.use_cursors(
                 CursorCodec(self._cursor_secret or await self.backend.secret()))
             started = asyncio.Event()
@@ -322,23 +339,50 @@ class EventStore:
         except DuplicateEventError as exc:
             raise await self.pipeline.explain_duplicate(exc, prepared) from None
 
+    async def append_audit(self, event: Event) -> RecordedEvent:
+        """Append an event the store writes about itself (user_forgotten,
+        retention_applied): validated, but never redacted nor encrypted, so no hook can
+        refuse the record and no key destruction can erase it."""
+        self._check_open()
+        prepared = [await self.pipeline.prepare(event, audit=True)]
+        (recorded,) = await self._commit(prepared)
+        return recorded
+
     @instrumented("forget_user")
     async def forget_user(self, user_id: str) -> RecordedEvent:
-        """Erase a user's personal fields from every read by destroying their data key
-        (crypto-shredding, see eventstore.encryption), and log it as a `user_forgotten`
-        event, which names the user id and nothing else. Seq, types, times, token counts
-        and costs of their events stay. Needs a store opened with encryption=."""
+        """Erase a user's personal fields from every read by destroying their data keys
+        (crypto-shredding, see eventstore.encryption), rebuild the live projections and
+        drop stored snapshots (which may hold decrypted fields), scrub the backend, and log
+        it as a `user_forgotten` event naming the user id (as its user_id column does).
+        Seq, types, times, token counts and costs of their events stay. Needs a store
+        opened with encryption=. When another process's reader keeps the old bytes on
+        disk, the event's data says so under "pending" and an ErasurePendingWarning is
+        raised; the store finishes the scrub by itself."""
         self._check_open()
         if self.encryption is None:
             raise EventStoreError(
                 "forget_user() needs a store opened with encryption=Encryption(...): without "
                 "it personal fields are stored in plaintext and cannot be erased"
             )
-        # live deliveries from now on show what the log shows (WritePipeline.reveal_live)
-        await self.encryption.forget(user_id)
-        return await self.append(
-            Event(type=USER_FORGOTTEN, user_id=user_id, data={"user_id": user_id})
-        )
+        from .privacy.erasure import forget_user
+
+        return await forget_user(self, user_id)
+
+    @instrumented("apply_retention")
+    async def apply_retention(self, *, dry_run: bool = False,
+                              now: datetime | None = None) -> RetentionReport:
+        """Erase the personal fields of every key period that ended more than
+        `retention.content_after` ago (see eventstore.privacy.retention); with dry_run,
+        only say what would be erased. Needs a store opened with retention=."""
+        self._check_open()
+        if self.retention is None:
+            raise RetentionError(
+                "apply_retention() needs a store opened with retention=Retention("
+                "content_after=timedelta(days=...)) and encryption="
+            )
+        from .privacy.retention import apply_retention
+
+        return await apply_retention(self, self.retention, dry_run=dry_run, now=now)
 
     async def track(
         self,
@@ -547,13 +591,23 @@ class EventStore:
         self._check_open()
         key = name or f"projection:{projection.name}"
         self._registry.check_name_free(key)
-        position = await runner.resume(projection, self.backend, key)
+        encryption = self.encryption
+        snapshot = projection.snapshot
+        if encryption is not None:  # snapshots hold decrypted fields: store them sealed
+            await encryption.load_snapshot_key()
+
+            def snapshot() -> bytes:
+                return encryption.seal_snapshot(projection.snapshot())
+
+        position = await runner.resume(projection, self.backend, key,
+                                       encryption.open_snapshot if encryption else None)
         types = runner.types_of(projection)
         return self._registry.launch(Subscription(
             self._host, self._registry, projection.apply_event, name=key, query=types,
             position=position,
             max_attempts=max_attempts, checkpoint_every=snapshot_every,
-            checkpoint_interval=snapshot_interval, snapshot=projection.snapshot,
+            checkpoint_interval=snapshot_interval, snapshot=snapshot,
+            reset=projection.reset,
         ))
 
     # --- costs -------------------------------------------------------------------------

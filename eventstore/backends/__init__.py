@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import UnsupportedURLError
+from ..privacy.urls import safe_url
 from .base import Backend, Checkpoint
 
 __all__ = ["Backend", "Checkpoint", "backend_for_url"]
@@ -16,7 +17,7 @@ JSONL_URL_OPTIONS = frozenset({"synchronous", "lock_timeout", "create", "watch_i
 # eventstore's own options in a postgresql:// query string; the rest go to asyncpg.
 POSTGRES_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "schema": str, "pool_size": int, "min_pool_size": int, "command_timeout": float,
-    "connect_timeout": float,
+    "connect_timeout": float, "create": str,
 }
 
 
@@ -27,7 +28,8 @@ def backend_for_url(url: str, **options: Any) -> Backend:
     `sqlite:////absolute.db` (options synchronous, busy_timeout, create, watch_interval),
     `jsonl:///relative/dir`, `jsonl:////absolute/dir` (options synchronous, lock_timeout,
     create, watch_interval), `postgresql://user@host:port/db` (options schema, pool_size,
-    min_pool_size, command_timeout, connect_timeout; others go to asyncpg).
+    min_pool_size, command_timeout, connect_timeout, create; others go to asyncpg).
+    Messages quote URLs without their passwords.
     """
     if not isinstance(url, str):
         raise UnsupportedURLError(f"store URL must be a string, got {type(url).__name__}")
@@ -44,8 +46,8 @@ def backend_for_url(url: str, **options: Any) -> Backend:
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if parts.netloc or not path:
             raise UnsupportedURLError(
-                f"SQLite URL {url!r} has no file path; use sqlite:///relative/path.db or "
-                "sqlite:////absolute/path.db"
+                f"SQLite URL {safe_url(url)!r} has no file path; use "
+                "sqlite:///relative/path.db or sqlite:////absolute/path.db"
             )
         params = dict(parse_qsl(parts.query, keep_blank_values=True))
         unknown = set(params) - SQLITE_URL_OPTIONS
@@ -57,7 +59,8 @@ def backend_for_url(url: str, **options: Any) -> Backend:
         try:
             return SQLiteBackend(path, **params, **options)
         except (TypeError, ValueError) as exc:
-            raise UnsupportedURLError(f"bad SQLite URL option in {url!r}: {exc}") from exc
+            raise UnsupportedURLError(
+                f"bad SQLite URL option in {safe_url(url)!r}: {exc}") from exc
     if scheme == "jsonl":
         from .jsonl import JsonlBackend
 
@@ -65,8 +68,8 @@ def backend_for_url(url: str, **options: Any) -> Backend:
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if parts.netloc or not path:
             raise UnsupportedURLError(
-                f"jsonl URL {url!r} has no directory; use jsonl:///relative/dir or "
-                "jsonl:////absolute/dir"
+                f"jsonl URL {safe_url(url)!r} has no directory; use jsonl:///relative/dir "
+                "or jsonl:////absolute/dir"
             )
         given: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
         unknown = set(given) - JSONL_URL_OPTIONS
@@ -78,7 +81,8 @@ def backend_for_url(url: str, **options: Any) -> Backend:
         try:
             return JsonlBackend(path, **given, **options)
         except (TypeError, ValueError) as exc:
-            raise UnsupportedURLError(f"bad jsonl URL option in {url!r}: {exc}") from exc
+            raise UnsupportedURLError(
+                f"bad jsonl URL option in {safe_url(url)!r}: {exc}") from exc
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresBackend
@@ -94,8 +98,9 @@ def backend_for_url(url: str, **options: Any) -> Backend:
             typed: dict[str, Any] = {k: POSTGRES_URL_OPTIONS[k](v) for k, v in ours.items()}
             return PostgresBackend(parts._replace(query=rest).geturl(), **{**typed, **options})
         except (TypeError, ValueError) as exc:
-            raise UnsupportedURLError(f"bad PostgreSQL URL option in {url!r}: {exc}") from exc
+            raise UnsupportedURLError(
+                f"bad PostgreSQL URL option in {safe_url(url)!r}: {exc}") from exc
     raise UnsupportedURLError(
-        f"unknown store URL {url!r}; use memory://, sqlite:///path.db, jsonl:///dir or "
-        "postgresql://user@host:port/db"
+        f"unknown store URL {safe_url(url)!r}; use memory://, sqlite:///path.db, "
+        "jsonl:///dir or postgresql://user@host:port/db"
     )

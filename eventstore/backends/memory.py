@@ -136,3 +136,11 @@ class MemoryBackend:
                 generations[generation] = msgspec.structs.replace(
                     key, wrapped=None, forgotten_at=now)
         return generations[max(generations)]
+
+    async def key_owners(self, prefix: str | None = None) -> list[str]:
+        return [owner for owner, generations in self._keys.items()
+                if (not prefix or owner.startswith(prefix))
+                and any(key.wrapped is not None for key in generations.values())]
+
+    async def scrub(self) -> None:
+        """Nothing to do: what was overwritten in memory is gone."""

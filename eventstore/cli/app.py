@@ -8,6 +8,7 @@
     eventstore rebuild
     eventstore subscriptions
     eventstore count --type policy_violation
+    eventstore --master-key-file master.key retention --content-after 30d --dry-run
 
 Data goes to stdout; progress bars, next-page cursors and errors go to stderr, so stdout
 can always be piped. Errors are one line, `error: <message>`, with exit status 2 for bad
@@ -24,13 +25,13 @@ import sys
 import click
 
 from ..errors import EventStoreError, InvalidQueryError, UnsupportedURLError
-from . import costs, export, log, projections, serve, subscriptions
+from . import costs, export, log, projections, retention, serve, subscriptions
 from .base import err, out
 
 DEFAULT_URL = "sqlite:///eventstore.db"
 
 # The command groups, each a module with a COMMANDS tuple; a new group is one more entry.
-GROUPS = (log, costs, export, projections, subscriptions, serve)
+GROUPS = (log, costs, export, projections, subscriptions, serve, retention)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -39,8 +40,13 @@ GROUPS = (log, costs, export, projections, subscriptions, serve)
               help="Store URL: sqlite:///path.db, sqlite:////abs/path.db or "
                    "postgresql://user@host:port/db. A SQLite file must already exist "
                    "(add ?create=1 to allow a new one).")
+@click.option("--master-key-file", type=click.Path(dir_okay=False), metavar="FILE",
+              envvar="EVENTSTORE_MASTER_KEY_FILE", show_envvar=True,
+              help="The master key of an encrypted store (base64 or hex), so its personal "
+                   "fields read decrypted, or [ERASED] once forgotten. EVENTSTORE_MASTER_KEY "
+                   "may hold the key itself. Without a key they show as [ENCRYPTED].")
 @click.version_option(package_name="eventstore")
-def cli(db: str) -> None:
+def cli(db: str, master_key_file: str | None) -> None:
     """Read, follow, total and export an eventstore log."""
 
 

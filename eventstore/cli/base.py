@@ -12,7 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import click
 import msgspec
@@ -23,6 +23,8 @@ from rich.text import Text
 from ..clock import utcnow
 from ..errors import UnsupportedURLError
 from ..events import RecordedEvent
+from ..privacy.encryption import DEFAULT_ENV, Encryption
+from ..privacy.urls import safe_url
 from ..query import Query as Filters
 from ..query import build_query
 from ..store import EventStore
@@ -74,6 +76,14 @@ def progress_bar() -> Progress:
 _PERIOD = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
 RELATIVE_TIMES = "eventstore.relative_times"  # ctx.meta: time options given relatively
+
+
+def parse_duration(text: str) -> timedelta:
+    """A period such as 30d, 12h, 4w (what parse_time takes as "ago")."""
+    period = _PERIOD.fullmatch(text.strip())
+    if period is None:
+        raise ValueError(f"{text!r} is not a period like 30d, 12h, 4w")
+    return timedelta(seconds=int(period[1]) * _UNIT_SECONDS[period[2].lower()])
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
@@ -168,20 +178,29 @@ async def pages(store: EventStore, f: Filters, limit: int = PAGE
 # --- the store -----------------------------------------------------------------------------
 
 
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+STORE_OPTIONS = "eventstore.store_options"  # ctx.meta: extra EventStore.open options
 
 
-def open_store(url: str) -> EventStore:
-    options: dict[str, Any] = {}
+def store_encryption(master_key_file: str | None) -> Encryption | None:
+    """The encryption a command reads an encrypted store with: the master key from
+    --master-key-file or EVENTSTORE_MASTER_KEY. It decrypts envelopes wherever they are
+    (the CLI does not know which fields the app encrypted) and marks nothing in a store
+    that was never encrypted."""
+    if master_key_file is None and not os.environ.get(DEFAULT_ENV):
+        return None
+    return Encryption(key_file=master_key_file, discover=True)
+
+
+def open_store(url: str, master_key_file: str | None = None, **extra: Any) -> EventStore:
+    options: dict[str, Any] = dict(extra)
+    encryption = store_encryption(master_key_file)
+    if encryption is not None:
+        options["encryption"] = encryption
     parts = urlsplit(url)
     # A typo'd path must be an error, not a new empty database that answers "no events".
-    if parts.scheme.lower() == "sqlite" and "create" not in dict(parse_qsl(parts.query)):
+    scheme = parts.scheme.lower()
+    if (scheme in ("sqlite", "postgresql", "postgres")
+            and "create" not in dict(parse_qsl(parts.query))):
         options["create"] = False
     try:
         return EventStore.open(url, **options)
@@ -196,7 +215,10 @@ def with_store(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
 
     @functools.wraps(func)
     def callback(*args: Any, **kwargs: Any) -> T:
-        url: str = click.get_current_context().find_root().params["db"]
+        ctx = click.get_current_context()
+        root = ctx.find_root().params
+        url: str = root["db"]
+        extra: dict[str, Any] = ctx.meta.get(STORE_OPTIONS, {})
 
         async def main() -> T:
             task = asyncio.current_task()
@@ -204,7 +226,7 @@ def with_store(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
             if task is not None:  # SIGTERM unwinds like Ctrl-C, so partial output is removed
                 loop.add_signal_handler(signal.SIGTERM, task.cancel)
             try:
-                async with open_store(url) as store:
+                async with open_store(url, root.get("master_key_file"), **extra) as store:
                     return await func(store, *args, **kwargs)
             finally:
                 loop.remove_signal_handler(signal.SIGTERM)

@@ -67,12 +67,14 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -97,11 +99,20 @@ __all__ = [
 ]
 
 ERASED: Final = "[ERASED]"
-ENVELOPE_PREFIX: Final = "enc:v1:"
+ENCRYPTED: Final = "[ENCRYPTED]"  # what a store opened without its master key shows
+ENVELOPE_PREFIX: Final = "enc:v1:"  # per-user keys: enc:v1:<generation>:<blob>
+PERIOD_PREFIX: Final = "enc:v2:"  # per user and period: enc:v2:<period>:<generation>:<blob>
+ANY_ENVELOPE: Final = "enc:v"
+OWNER_SEP: Final = "\x1f"  # between the user id and the period in a key's owner
+SNAPSHOT_OWNER: Final = "\x1esnapshots"  # the owner of the projection snapshots' key
+SNAPSHOT_MAGIC: Final = b"esnap1:"
 DEFAULT_FIELDS: Final = ("data.content",)
 DEFAULT_ENV: Final = "EVENTSTORE_MASTER_KEY"
 CHECK_META_KEY: Final = "encryption_key_check"
+PERIOD_META_KEY: Final = "encryption_key_period"
 
+Period: TypeAlias = Literal["month", "day"]
+_PERIOD = re.compile(r"[0-9]{4}-[0-9]{2}(?:-[0-9]{2})?")
 _CHECK_LABEL = b"eventstore master key check v1"
 _NONCE = 12
 _NONCE_POOL = 256
@@ -231,6 +242,7 @@ class Encryption:
         env: str | None = DEFAULT_ENV,
         key_ttl: float = 1.0,
         cache_size: int = 10_000,
+        discover: bool = False,
     ) -> None:
         if isinstance(fields, str):
             fields = (fields,)
@@ -252,6 +264,13 @@ class Encryption:
             raise EncryptionError("key_ttl must be >= 0 and cache_size >= 1")
         self.key_ttl = key_ttl
         self.cache_size = cache_size
+        # Reads find envelopes wherever they are instead of only at `fields` (tools such as
+        # the CLI, which do not know the fields the writing app encrypted).
+        self.discover = discover
+        self._found_fields: dict[tuple[str, tuple[str, ...]], _Field] = {}
+        # None: one key per user (enc:v1). A period kind: one key per user and period of
+        # occurred_at (enc:v2), so that retention can destroy whole old periods.
+        self.period: Period | None = None
         self._master_key_arg = master_key
         self._key_file = key_file
         self._env = env
@@ -270,6 +289,7 @@ class Encryption:
         self._nonces = b""
         self._nonce_at = 0
         self._flusher: asyncio.Task[None] | None = None
+        self._snapshot_key: _Key | None = None
 
     def __repr__(self) -> str:  # never the key
         return f"Encryption(fields={self.fields!r})"
@@ -299,7 +319,7 @@ class Encryption:
             )
         return _decode_master_key(value, f"environment variable {self._env}")
 
-    async def bind(self, backend: Backend) -> None:
+    async def bind(self, backend: Backend, *, period: Period | None = None) -> None:
         """At store start: check the master key against the store's key-check value
         (recorded by the first start) and keep the backend to load keys from."""
         if self._backend is not None and self._backend is not backend:
@@ -315,7 +335,9 @@ class Encryption:
         check = hmac.new(_derive(master, b"eventstore/v1/key-check"), _CHECK_LABEL,
                          hashlib.sha256).digest()
         stored = await backend.get_meta(CHECK_META_KEY)
-        if stored is None:
+        if stored is None and self.discover:
+            stored = check  # a reader of a store that was never encrypted marks nothing
+        elif stored is None:
             stored = await backend.set_meta_if_absent(CHECK_META_KEY, check)
         if not hmac.compare_digest(stored, check):
             raise EncryptionError(
@@ -323,8 +345,21 @@ class Encryption:
                 "(key check failed); supply the original master key (the master key of a "
                 "store cannot be changed; without it nothing encrypted can be read)"
             )
+        # Once a store has per-period keys (retention), every writer keeps making them,
+        # or content appended by a process without retention= would never expire.
+        if period is not None and not callable(getattr(backend, "key_owners", None)):
+            raise EncryptionError(
+                f"the {type(backend).__name__} backend cannot list its keys (key_owners), "
+                "which retention needs")
+        if period is not None:
+            await backend.set_meta_if_absent(PERIOD_META_KEY, period.encode())
+        else:
+            recorded = await backend.get_meta(PERIOD_META_KEY)
+            if recorded is not None and recorded.decode() in ("month", "day"):
+                period = "day" if recorded == b"day" else "month"
         self._wrap = AESGCM(_derive(master, b"eventstore/v1/key-wrap"))
         self._backend = backend
+        self.period = period
 
     # --- data keys ---------------------------------------------------------------------
 
@@ -460,7 +495,7 @@ class Encryption:
 
     async def _seal(self, event: Event) -> tuple[Event, _Key | None]:
         user_id = event.user_id
-        if user_id is None:
+        if user_id is None and self.period is None:
             return event, None
         found = []
         for field in self._fields:
@@ -469,9 +504,15 @@ class Encryption:
                 found.append((field, value))
         if not found:  # no key is made for a user until there is something to protect
             return event, None
-        key = await self._current_key(user_id)
+        if self.period is None:
+            assert user_id is not None
+            owner, prefix = user_id, ENVELOPE_PREFIX
+        else:  # with retention, content of nobody expires too, under a key of nobody
+            period = period_of(event.occurred_at, self.period)
+            owner, prefix = owner_of(user_id, period), f"{PERIOD_PREFIX}{period}:"
+        key = await self._current_key(owner)
         data, metadata = event.data, event.metadata
-        prefix = f"{ENVELOPE_PREFIX}{key.generation}:"
+        prefix = f"{prefix}{key.generation}:"
         for field, value in found:
             nonce = self._nonce()
             blob = nonce + key.aead.encrypt(nonce, _pack(value),
@@ -496,7 +537,8 @@ class Encryption:
 
     def _decrypt(self, event: RecordedEvent, field: _Field, envelope: str,
                  key: _Key | None, newest: int | None) -> Any:
-        generation_text, _, blob_text = envelope[len(ENVELOPE_PREFIX):].partition(":")
+        _, rest = _owner_of_envelope(event.user_id, envelope)
+        generation_text, _, blob_text = rest.partition(":")
         try:
             generation = int(generation_text)
             blob = binascii.a2b_base64(blob_text)  # a stray character fails the tag check
@@ -510,7 +552,8 @@ class Encryption:
         if newest is None or generation > newest:
             raise EncryptionError(
                 f"field {field.path} of event {event.id} (seq {event.seq}) is encrypted with "
-                f"key generation {generation} of user {event.user_id!r}, which the key table "
+                f"key generation {generation} of {_describe(envelope, event.user_id)}, "
+                "which the key table "
                 "does not hold: were events restored without their key table? Restore both "
                 "from the same backup"
             )
@@ -526,38 +569,55 @@ class Encryption:
             ) from None
         return _unpack(plaintext)
 
+    def _sealed(self, event: RecordedEvent) -> list[tuple[_Field, str]]:
+        """The (field, envelope) pairs of an event as stored."""
+        if self.discover:
+            found = []
+            for root, tree in (("data", event.data), ("metadata", event.metadata)):
+                for keys, value in envelopes(tree):
+                    field = self._found_fields.get((root, keys))
+                    if field is None:
+                        path = ".".join((root, *keys))
+                        field = _Field(path, root, keys, b"\0" + path.encode())
+                        self._found_fields[(root, keys)] = field
+                    found.append((field, value))
+            return found
+        sealed = []
+        for field in self._fields:
+            value = _get(event.data if field.root == "data" else event.metadata, field.keys)
+            if isinstance(value, str) and value.startswith(ANY_ENVELOPE):
+                sealed.append((field, value))
+        return sealed
+
     async def open_events(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
         """The events as callers see them: personal fields decrypted, or ERASED once their
-        user was forgotten. One key-table query for the whole page."""
-        todo: list[tuple[int, list[tuple[_Field, str]]]] = []
-        users: set[str] = set()
+        user was forgotten (or their period expired). One key-table query for the page."""
+        todo: list[tuple[int, list[tuple[_Field, str, str]]]] = []
+        owners: set[str] = set()
         for index, event in enumerate(events):
-            if event.user_id is None:
-                continue
             sealed = []
-            for field in self._fields:
-                value = _get(event.data if field.root == "data" else event.metadata,
-                             field.keys)
-                if isinstance(value, str) and value.startswith(ENVELOPE_PREFIX):
-                    sealed.append((field, value))
+            for field, value in self._sealed(event):
+                owner, _ = _owner_of_envelope(event.user_id, value)
+                if owner is None:
+                    continue  # "enc:v1:..." text of nobody: never sealed, shown as it is
+                sealed.append((field, value, owner))
+                owners.add(owner)
             if sealed:
                 todo.append((index, sealed))
-                users.add(event.user_id)
         if not todo:
             return events
         backend = self._backend_or_fail()
         epoch = self._epoch
-        records = await backend.load_keys(sorted(users))
-        keys = {user: self._live_key(user, records.get(user), epoch) for user in users}
+        records = await backend.load_keys(sorted(owners))
+        keys = {owner: self._live_key(owner, records.get(owner), epoch) for owner in owners}
         out = list(events)
         for index, sealed in todo:
             event = events[index]
-            assert event.user_id is not None
-            record = records.get(event.user_id)
-            newest = record.generation if record is not None else None
             data, metadata = event.data, event.metadata
-            for field, envelope in sealed:
-                value = self._decrypt(event, field, envelope, keys[event.user_id], newest)
+            for field, envelope, owner in sealed:
+                record = records.get(owner)
+                newest = record.generation if record is not None else None
+                value = self._decrypt(event, field, envelope, keys[owner], newest)
                 if field.root == "data":
                     data = _with(data, field.keys, value)
                 else:
@@ -565,38 +625,187 @@ class Encryption:
             out[index] = msgspec.structs.replace(event, data=data, metadata=metadata)
         return out
 
+    # --- projection snapshots ----------------------------------------------------------
+
+    async def load_snapshot_key(self) -> None:
+        """Make sure a snapshot key is at hand for seal_snapshot (created on first use)."""
+        self._snapshot_key = await self._current_key(SNAPSHOT_OWNER)
+
+    def seal_snapshot(self, state: bytes) -> bytes:
+        """A projection snapshot as stored: encrypted under the store's snapshot key, which
+        every forget and retention run destroys and replaces. Snapshots hold decrypted
+        fields, and old row versions of them may outlive any delete (PostgreSQL keeps dead
+        tuples while other transactions run): encrypted, every old version dies with the
+        key."""
+        key = self._snapshot_key
+        if key is None:
+            raise EncryptionError("no snapshot key: call load_snapshot_key() first")
+        nonce = self._nonce()
+        return (SNAPSHOT_MAGIC + b"%d:" % key.generation + nonce
+                + key.aead.encrypt(nonce, state, SNAPSHOT_MAGIC))
+
+    async def open_snapshot(self, blob: bytes) -> bytes | None:
+        """The state inside a sealed snapshot; None when it cannot be used (sealed under a
+        destroyed key, damaged, or a plaintext snapshot from before encryption, which may
+        hold what was since erased): the projection is then rebuilt from the log."""
+        if not blob.startswith(SNAPSHOT_MAGIC):
+            return None
+        generation_text, _, rest = blob[len(SNAPSHOT_MAGIC):].partition(b":")
+        backend = self._backend_or_fail()
+        epoch = self._epoch
+        record = (await backend.load_keys([SNAPSHOT_OWNER])).get(SNAPSHOT_OWNER)
+        key = self._live_key(SNAPSHOT_OWNER, record, epoch)
+        if key is None or generation_text != b"%d" % key.generation or len(rest) < _NONCE:
+            return None
+        try:
+            return key.aead.decrypt(rest[:_NONCE], rest[_NONCE:], SNAPSHOT_MAGIC)
+        except InvalidTag:
+            return None
+
+    async def renew_snapshot_key(self) -> None:
+        """Destroy the snapshot key (every stored snapshot, and every old version of one,
+        becomes unreadable) and make a new one for the snapshots to come."""
+        await self.destroy([SNAPSHOT_OWNER])
+        self._snapshot_key = None
+        await self.load_snapshot_key()
+
     # --- forgetting --------------------------------------------------------------------
 
-    def erase(self, event: RecordedEvent) -> RecordedEvent:
-        """The event with every personal field it has replaced by ERASED (for plaintext
-        copies already in memory, such as a subscription's queue, when a user is forgotten)."""
-        data, metadata = event.data, event.metadata
-        for field in self._fields:
-            if field.root == "data":
-                if _get(data, field.keys) is not _MISSING:
-                    data = _with(data, field.keys, ERASED)
-            elif _get(metadata, field.keys) is not _MISSING:
-                metadata = _with(metadata, field.keys, ERASED)
-        if data is event.data and metadata is event.metadata:
-            return event
-        return msgspec.structs.replace(event, data=data, metadata=metadata)
-
-    async def forget(self, user_id: str) -> None:
-        """Destroy every key of the user (keeping a tombstone): their encrypted fields are
-        unreadable from now on, in every process (see the module docstring for appends)."""
+    async def forget(self, user_id: str) -> list[str]:
+        """Destroy every key of the user, of every period (keeping tombstones): their
+        encrypted fields are unreadable from now on, in every process (see the module
+        docstring for appends). Returns the key owners destroyed."""
         if not isinstance(user_id, str) or not user_id:
             raise InvalidEventError("forget_user() takes a user id (a non-empty string)")
         backend = self._backend_or_fail()
-        self._epoch += 1
-        self._keys.pop(user_id, None)
+        periods = [owner for owner in await _key_owners(backend, user_id + OWNER_SEP)
+                   if split_owner(owner)[0] == user_id]
         # Events of this user already revealed in memory (on their way to a subscriber)
         # are revealed again from storage before delivery: see WritePipeline.reveal_live.
         self.forgotten_here.add(user_id)
+        return await self.destroy([user_id, *periods])
+
+    async def expire(self, before: datetime) -> list[str]:
+        """Destroy the keys of every period that ended at or before `before` (retention);
+        returns the key owners destroyed."""
+        return await self.destroy(await self.expired(before))
+
+    async def expired(self, before: datetime) -> list[str]:
+        """The key owners `expire(before)` would destroy (a dry run)."""
+        backend = self._backend_or_fail()
+        return [owner for owner in await _key_owners(backend, None)
+                if (period := split_owner(owner)[1]) is not None
+                and period_end(period) <= before]
+
+    async def legacy_owners(self) -> list[str]:
+        """Owners of per-user keys (no period): what retention cannot expire."""
+        backend = self._backend_or_fail()
+        return [owner for owner in await _key_owners(backend, None)
+                if split_owner(owner)[1] is None]
+
+    def period_of(self, event: RecordedEvent | Event) -> str | None:
+        """The key period of an event's content (None without per-period keys)."""
+        return None if self.period is None else period_of(event.occurred_at, self.period)
+
+    async def destroy(self, owners: list[str]) -> list[str]:
+        backend = self._backend_or_fail()
+        self._epoch += 1
+        for owner in owners:
+            self._keys.pop(owner, None)
         try:
-            await backend.destroy_keys(user_id)
+            for owner in owners:
+                await backend.destroy_keys(owner)
         finally:
             self._epoch += 1
-            self._keys.pop(user_id, None)
+            for owner in owners:
+                self._keys.pop(owner, None)
+        return owners
+
+
+async def is_encrypted(backend: Backend) -> bool:
+    """Whether a store was ever opened with encryption (it holds a key-check value)."""
+    return await backend.get_meta(CHECK_META_KEY) is not None
+
+
+def owner_of(user_id: str | None, period: str) -> str:
+    return f"{user_id or ''}{OWNER_SEP}{period}"
+
+
+def split_owner(owner: str) -> tuple[str | None, str | None]:
+    """(user id, period) of a key owner; a per-user key has no period."""
+    user, sep, period = owner.rpartition(OWNER_SEP)
+    if not sep or not _PERIOD.fullmatch(period):
+        return owner, None
+    return user or None, period
+
+
+def period_of(moment: datetime, kind: Period) -> str:
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d" if kind == "day" else "%Y-%m")
+
+
+def period_end(period: str) -> datetime:
+    """The first instant after a period ("2026-11" or "2026-11-05"), UTC."""
+    if len(period) == 7:
+        year, month = int(period[:4]), int(period[5:7])
+        return datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return datetime.fromisoformat(period).replace(tzinfo=UTC) + timedelta(days=1)
+
+
+def envelopes(tree: Any, keys: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(path, envelope) of every stored envelope in a dict tree, at any depth."""
+    if not isinstance(tree, dict):
+        return
+    for key, value in tree.items():
+        if isinstance(value, str):
+            if value.startswith(ANY_ENVELOPE) and isinstance(key, str):
+                yield (*keys, key), value
+        elif isinstance(value, dict):
+            yield from envelopes(value, (*keys, key))
+
+
+def mask_envelopes(event: RecordedEvent) -> RecordedEvent:
+    """The event with every envelope shown as ENCRYPTED (a store opened without its key)."""
+    data, metadata = event.data, event.metadata
+    for keys, _ in list(envelopes(data)):
+        data = _with(data, keys, ENCRYPTED)
+    for keys, _ in list(envelopes(metadata)):
+        metadata = _with(metadata, keys, ENCRYPTED)
+    if data is event.data and metadata is event.metadata:
+        return event
+    return msgspec.structs.replace(event, data=data, metadata=metadata)
+
+
+def _owner_of_envelope(user_id: str | None, envelope: str) -> tuple[str | None, str]:
+    """The key owner an envelope was sealed for, and what follows its prefix."""
+    if envelope.startswith(PERIOD_PREFIX):
+        period, _, rest = envelope[len(PERIOD_PREFIX):].partition(":")
+        if _PERIOD.fullmatch(period):
+            return owner_of(user_id, period), rest
+        return None, rest
+    rest = envelope[len(ENVELOPE_PREFIX):]
+    if not envelope.startswith(ENVELOPE_PREFIX):
+        return None, rest
+    return user_id, rest
+
+
+def _describe(envelope: str, user_id: str | None) -> str:
+    owner, _ = _owner_of_envelope(user_id, envelope)
+    user, period = split_owner(owner) if owner is not None else (user_id, None)
+    return f"user {user!r}" + (f" for period {period}" if period else "")
+
+
+async def _key_owners(backend: Backend, prefix: str | None) -> list[str]:
+    list_owners = getattr(backend, "key_owners", None)
+    if list_owners is None and prefix is not None:
+        return []  # forget: without per-period keys (which need key_owners) none to find
+    if list_owners is None:
+        raise EncryptionError(
+            f"the {type(backend).__name__} backend cannot list its keys (key_owners), which "
+            "forgetting by period and retention need"
+        )
+    owners: list[str] = await list_owners(prefix)
+    return owners
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -12,6 +12,11 @@ Whatever a hook returns is validated again before it is stored, unless every hoo
 chain declares `copies_on_write = True` (it never changes an event in place, only returns
 a changed copy) and the chain handed back the very event it was given: that event was
 validated before the hooks ran. PIIRedactor declares it.
+
+A sync hook may also have `prefers_thread(event) -> bool`: when it answers True the hook
+runs on a worker thread (anyio.to_thread), so a slow hook on a large event never stalls
+the event loop. PIIRedactor answers True for events with more than `thread_above`
+characters of text.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeAlias
+
+import anyio.to_thread
 
 from ..errors import RedactionError
 from ..events import Event
@@ -40,7 +47,14 @@ def _name(hook: RedactHook) -> str:
 async def run_hooks(hooks: Sequence[RedactHook], event: Event) -> Event:
     for hook in hooks:
         try:
-            result = hook(event)
+            # A sync hook may say an event is too big to handle on the event loop
+            # (PIIRedactor on a long paste): it then runs on a worker thread, and every
+            # other task of the loop carries on meanwhile.
+            offload = getattr(hook, "prefers_thread", None)
+            if offload is not None and offload(event):
+                result = await anyio.to_thread.run_sync(hook, event)
+            else:
+                result = hook(event)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:

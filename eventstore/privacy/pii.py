@@ -49,6 +49,9 @@ Actions (``action=`` for every detector, default ``"redact"``; ``actions=`` per 
   and last four digits (``**** **** **** 4242``); IBANs their country code and last four
   characters (``DE** **** **** **** **30 00``); IPv4 its /24 (``192.168.1.*``), IPv6 its
   /48 (``2001:db8:85a3:*``); secrets their known prefix (``sk-proj-…``, ``ghp_…``).
+- ``none``: leave the text as it is, and count what was found in the event's
+  ``metadata["pii_detected"]`` (``{"email": 1, "phone": 2}``): detection for audit,
+  without redaction.
 - ``hash``: ``[EMAIL:3f9a1c0d2b4e5f60]``, the first ``hash_length`` hex digits of an
   HMAC-SHA256 under ``secret``. The same value gives the same token wherever the same
   secret is used, so events stay joinable, yet the token cannot be reversed without the
@@ -61,35 +64,53 @@ Fields (``fields=``): ``None`` (the default) scans every string in ``data`` and
 ``metadata``; each selects the value there and everything below it. ``*`` stands for any
 one key, and lists are transparent (a step applies to every element), so
 ``"data.messages.content"`` selects the ``content`` of every dict in the
-``data["messages"]`` list. Keys that contain a dot cannot be addressed. Dict keys are
-never rewritten and non-string values are left alone.
+``data["messages"]`` list. Keys that contain a dot cannot be addressed.
+
+Everything the store's encoder accepts is searched: strings in dicts (their keys too),
+lists, tuples, sets and frozensets, msgspec Structs, dataclasses, enum values, and bytes,
+bytearray and memoryview (read as UTF-8). A container in which something was redacted is
+handed on in the shape it is stored in: a list for a set, a dict for a Struct or
+dataclass, bytes for a memoryview; a redacted dict key that collides with another gets a
+``#2`` suffix, so no value is lost. Numbers, times, Decimals and UUIDs are left alone.
 
 Speed: a detector first looks for what C-speed string searches can find (an ``@``, a
 digit, a colon, a run of 16 key characters) and runs its pattern only there, so a 1 KB
 message without personal data costs a few microseconds. `phonenumbers` is by far the
 slowest part (tens of microseconds per candidate); it only sees short windows around
-numbers long enough for the region, and never dates.
+numbers long enough for the region, and never dates. Findings are kept in sorted arrays,
+so a text with thousands of them costs n log n; an event with more than ``thread_above``
+characters of text (default 32,768) is redacted on a worker thread by the store.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import enum
 import hashlib
 import hmac
 import ipaddress
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any, Final, Literal, TypeAlias, get_args
+from uuid import UUID
 
 import msgspec
 import phonenumbers
 
+from ..errors import RedactorConfigError
 from ..events import Event
 
-__all__ = ["ACTIONS", "DETECTORS", "Action", "Finding", "Kind", "PIIRedactor"]
+__all__ = ["ACTIONS", "DETECTED_KEY", "DETECTORS", "Action", "Finding", "Kind", "PIIRedactor"]
+
+DETECTED_KEY: Final = "pii_detected"  # metadata key of what the "none" action found
+THREAD_ABOVE: Final = 32_768  # characters of text in an event redacted off the event loop
 
 Kind: TypeAlias = Literal["secret", "email", "iban", "card", "ip", "phone"]
-Action: TypeAlias = Literal["mask", "redact", "hash"]
+Action: TypeAlias = Literal["mask", "redact", "hash", "none"]
 
 # Precedence order: a detector only gets text no earlier detector claimed. Secrets come
 # first because tokens hold arbitrary digit runs; IBAN before card because an IBAN's
@@ -211,6 +232,7 @@ _IPV6: Final = re.compile(
 # as a date and time.
 _PHONE_BEFORE: Final = 8
 _PHONE_AFTER: Final = 16
+_PHONE_REGION: Final = 2_048  # the longest text shown to libphonenumber at once
 _PHONE_DATE: Final = re.compile(
     r"(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})(?: \d{1,2})?"
 )
@@ -254,16 +276,44 @@ def _iban_ok(compact: str) -> bool:
 
 
 class _Text:
-    """A text being scanned, with what several detectors need computed at most once."""
+    """A text being scanned, with what several detectors need computed at most once.
 
-    __slots__ = ("_latin1", "_numbers", "found", "has_digit", "text")
+    `found` holds what earlier detectors claimed, in order of position, no two
+    overlapping; `starts` and `ends` mirror it so that every question about it is a binary
+    search: thousands of findings in one text cost n log n, never n squared.
+    """
 
-    def __init__(self, text: str, found: list[Finding]) -> None:
+    __slots__ = ("_latin1", "_numbers", "ends", "found", "has_digit", "starts", "text")
+
+    def __init__(self, text: str) -> None:
         self.text = text
-        self.found = found  # what earlier detectors claimed, growing as find() runs
+        self.found: list[Finding] = []
+        self.starts: list[int] = []
+        self.ends: list[int] = []
         self.has_digit = _has_digit(text)
         self._latin1: bytes | None = None
         self._numbers: list[tuple[int, int]] | None = None
+
+    def claim(self, kind: Kind, start: int, end: int) -> None:
+        """Record text[start:end] as a finding unless it overlaps one already claimed."""
+        i = bisect.bisect_right(self.starts, start)
+        if (i > 0 and self.ends[i - 1] > start) or (i < len(self.starts)
+                                                      and self.starts[i] < end):
+            return
+        self.starts.insert(i, start)
+        self.ends.insert(i, end)
+        self.found.insert(i, Finding(kind, start, end, self.text[start:end]))
+
+    def covered(self, lo: int, hi: int) -> bool:
+        """True if one claimed finding spans all of [lo, hi)."""
+        i = bisect.bisect_right(self.starts, lo) - 1
+        return i >= 0 and self.ends[i] >= hi
+
+    def touching(self, lo: int, hi: int) -> list[Finding]:
+        """The claimed findings that overlap [lo, hi)."""
+        i = bisect.bisect_right(self.ends, lo)
+        j = bisect.bisect_left(self.starts, hi, lo=i)
+        return self.found[i:j]
 
     def classes(self, table: bytes) -> bytes:
         """The text with each character replaced by its class in table, one byte each.
@@ -511,10 +561,12 @@ class PIIRedactor:
         fields: dotted paths to scan; default every string of ``data`` and ``metadata``.
         default_region: the region whose national phone formats are recognised.
         hash_length: hex digits kept of each HMAC (8-64).
+        thread_above: events with more characters of text than this are redacted on a
+            worker thread, so a long paste never stalls the event loop.
 
     Raises:
-        ValueError: on an unknown detector, action, field path or region, or ``hash``
-            without a secret.
+        RedactorConfigError: (an EventStoreError and a ValueError) on an unknown
+            detector, action, field path or region, or ``hash`` without a secret.
     """
 
     # It returns a changed copy, never edits an event in place: the store may skip
@@ -531,33 +583,39 @@ class PIIRedactor:
         fields: Iterable[str] | None = None,
         default_region: str | None = "US",
         hash_length: int = 16,
+        thread_above: int = THREAD_ABOVE,
     ) -> None:
         enabled = set(DETECTORS if detectors is None else detectors)
         unknown = enabled - set(DETECTORS)
         if unknown:
-            raise ValueError(
+            raise RedactorConfigError(
                 f"unknown PII detector(s) {sorted(unknown)}; choose from {list(DETECTORS)}"
             )
         actions = dict(actions or {})
         unknown = set(actions) - set(DETECTORS)
         if unknown:
-            raise ValueError(
+            raise RedactorConfigError(
                 f"actions= names unknown detector(s) {sorted(unknown)}; "
                 f"choose from {list(DETECTORS)}"
             )
         for name, act in [("action", action), *actions.items()]:
             if act not in ACTIONS:
-                raise ValueError(f"unknown action {act!r} for {name}; choose from {ACTIONS}")
+                raise RedactorConfigError(
+                    f"unknown action {act!r} for {name}; choose from {ACTIONS}")
         self._actions: dict[str, Action] = {k: actions.get(k, action) for k in DETECTORS}
         if "hash" in (action, *actions.values()):
             if not secret:
-                raise ValueError(
+                raise RedactorConfigError(
                     "the 'hash' action needs secret= (bytes or str): the HMAC key that "
                     "makes tokens stable across stores and irreversible without it"
                 )
         if not 8 <= hash_length <= 64:
-            raise ValueError(f"hash_length must be between 8 and 64, not {hash_length}")
+            raise RedactorConfigError(f"hash_length must be between 8 and 64, not {hash_length}")
         self._hash_length = hash_length
+        if not isinstance(thread_above, int) or thread_above < 0:
+            raise RedactorConfigError(
+                f"thread_above must be a number of characters >= 0, not {thread_above!r}")
+        self.thread_above = thread_above
         key = secret.encode() if isinstance(secret, str) else secret
         # Keyed once here; each token copies this state instead of re-keying.
         self._hmac = hmac.new(key, digestmod=hashlib.sha256) if key else None
@@ -565,7 +623,7 @@ class PIIRedactor:
         if default_region is not None:
             default_region = default_region.upper()
             if default_region not in phonenumbers.SUPPORTED_REGIONS:
-                raise ValueError(
+                raise RedactorConfigError(
                     f"default_region {default_region!r} is not a region phonenumbers "
                     "knows; pass an ISO 3166-1 alpha-2 code such as 'US' or 'DE', or None"
                 )
@@ -604,22 +662,36 @@ class PIIRedactor:
     # --- the hook ----------------------------------------------------------------------
 
     def __call__(self, event: Event) -> Event:
-        """Return a copy of event with personal data replaced, or event itself if none."""
+        """Return a copy of event with personal data replaced, or event itself if none.
+
+        With the ``none`` action the text stays as it is and the kinds found are counted
+        in ``metadata["pii_detected"]`` (e.g. ``{"email": 2}``), for audit.
+        """
+        seen: dict[str, int] = {}
         data = event.data
         metadata = event.metadata
         if self._data_root is not None:
-            data = self._walk(data, self._data_root)
+            data = self._walk(data, self._data_root, seen)
         if self._meta_root is not None:
-            metadata = self._walk(metadata, self._meta_root)
+            metadata = self._walk(metadata, self._meta_root, seen)
+        if seen:
+            metadata = {**metadata, DETECTED_KEY: dict(sorted(seen.items()))}
         if data is event.data and metadata is event.metadata:
             return event
         return msgspec.structs.replace(event, data=data, metadata=metadata)
 
-    def _walk(self, value: Any, nodes: _Nodes) -> Any:
+    def prefers_thread(self, event: Event) -> bool:
+        """True when the event holds so much text that redacting it on the event loop
+        would stall every other task: the store then runs this hook on a worker thread."""
+        budget = [self.thread_above]
+        return _exceeds(event.data, budget) or _exceeds(event.metadata, budget)
+
+    def _walk(self, value: Any, nodes: _Nodes, seen: dict[str, int]) -> Any:
         """value with its selected strings redacted; value itself when nothing changed."""
         for node in nodes:
             if node.whole:
-                return self._walk_all(value)
+                return self._walk_all(value, seen)
+        value = _expanded(value)
         if isinstance(value, dict):
             out: dict[Any, Any] | None = None
             for k, v in value.items():
@@ -629,44 +701,66 @@ class PIIRedactor:
                 )
                 if not sub:
                     continue
-                nv = self._walk(v, sub)
+                nv = self._walk(v, sub, seen)
                 if nv is not v:
                     if out is None:
                         out = dict(value)
                     out[k] = nv
             return value if out is None else out
         if isinstance(value, list | tuple):
-            return self._walk_seq(value, lambda v: self._walk(v, nodes))
+            return _walk_seq(value, lambda v: self._walk(v, nodes, seen))
         return value
 
-    def _walk_all(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.redact_text(value)
-        if isinstance(value, dict):
-            out: dict[Any, Any] | None = None
-            for k, v in value.items():
-                nv = self._walk_all(v)
-                if nv is not v:
-                    if out is None:
-                        out = dict(value)
-                    out[k] = nv
-            return value if out is None else out
-        if isinstance(value, list | tuple):
-            return self._walk_seq(value, self._walk_all)
-        return value
-
-    @staticmethod
-    def _walk_seq(value: list[Any] | tuple[Any, ...], fn: Callable[[Any], Any]) -> Any:
-        out: list[Any] | None = None
-        for i, v in enumerate(value):
-            nv = fn(v)
-            if nv is not v:
-                if out is None:
-                    out = list(value)
-                out[i] = nv
-        if out is None:
+    def _walk_all(self, value: Any, seen: dict[str, int]) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self._redact(value, seen)
+        if kind is dict:
+            return self._walk_dict(value, seen)
+        if kind is list or kind is tuple:
+            return _walk_seq(value, lambda v: self._walk_all(v, seen))
+        if kind in _PLAIN:
             return value
-        return out if isinstance(value, list) else tuple(out)
+        # What the encoder also accepts: every container is walked, so nothing reaches
+        # storage that the detectors did not see. A changed one comes back in the JSON
+        # shape it is stored in (a list for a set, a dict for a Struct or dataclass).
+        if isinstance(value, str):  # a str subclass, e.g. a StrEnum member
+            redacted = self._redact(value, seen)
+            return value if redacted == value else redacted
+        if isinstance(value, bytes | bytearray | memoryview):
+            raw = bytes(value)
+            text = raw.decode("utf-8", "surrogateescape")
+            redacted = self._redact(text, seen)
+            if redacted is text:
+                return value
+            return redacted.encode("utf-8", "surrogateescape")
+        if isinstance(value, enum.Enum):
+            inner = self._walk_all(value.value, seen)
+            return value if inner is value.value else inner
+        expanded = _expanded(value)
+        if expanded is not value:
+            walked = self._walk_all(expanded, seen)
+            return value if walked is expanded else walked
+        return value
+
+    def _walk_dict(self, value: dict[Any, Any], seen: dict[str, int]) -> dict[Any, Any]:
+        out: dict[Any, Any] | None = None
+        for k, v in value.items():
+            nv = self._walk_all(v, seen)
+            nk = k if type(k) in _PLAIN else self._walk_all(k, seen)
+            if nv is not v or nk is not k:
+                if out is None:
+                    out = {}
+                    for done, done_value in value.items():  # the keys before this one
+                        if done is k:
+                            break
+                        out[done] = done_value
+                if nk is not k:
+                    nk = _free_key(out, value, nk)
+                out[nk] = nv
+            elif out is not None:
+                out[k] = v
+        return value if out is None else out
 
     # --- text ------------------------------------------------------------------------
 
@@ -675,28 +769,31 @@ class PIIRedactor:
         # The shortest finding of any kind but IPv6 ("::1") has six characters (a@b.io).
         if len(text) < 6 and (len(text) < 2 or ":" not in text):
             return []
-        found: list[Finding] = []
-        scan = _Text(text, found)
+        scan = _Text(text)
         for kind, detect in self._detectors:
             for start, end in detect(scan):
-                if any(start < f.end and f.start < end for f in found):
-                    continue
-                found.append(Finding(kind, start, end, text[start:end]))
-        if len(found) > 1:
-            found.sort(key=lambda f: f.start)
-        return found
+                scan.claim(kind, start, end)
+        return scan.found
 
     def redact_text(self, text: str) -> str:
         """text with every finding replaced by its detector's action; text if none."""
+        return self._redact(text, {})
+
+    def _redact(self, text: str, seen: dict[str, int]) -> str:
         findings = self.find(text)
         if not findings:
             return text
         parts: list[str] = []
         pos = 0
         for f in findings:
+            if self._actions[f.kind] == "none":
+                seen[f.kind] = seen.get(f.kind, 0) + 1
+                continue
             parts.append(text[pos : f.start])
             parts.append(self._render(f))
             pos = f.end
+        if pos == 0:
+            return text
         parts.append(text[pos:])
         return "".join(parts)
 
@@ -706,11 +803,11 @@ class PIIRedactor:
         # Windows that overlap are merged so that libphonenumber never sees a number cut
         # in two; numbers that cannot be a phone number here are never shown to it.
         regions: list[tuple[int, int]] = []
-        claimed = [(f.start, f.end) for f in t.found]
+        previous_end = 0  # where the last number shown to libphonenumber ends
         for lo, hi in t.numbers():
             # A card, IBAN or IP address found earlier is no phone number: libphonenumber
             # would only be shown underscores (see below), at the price of a full parse.
-            if any(start <= lo and hi <= end for start, end in claimed):
+            if t.covered(lo, hi):
                 continue
             # Without a "+" the number is in national format, so it must be long enough
             # for the region and not a date.
@@ -720,6 +817,7 @@ class PIIRedactor:
                 continue
             if len(text[lo:hi].translate(_DROP_SEPS)) < 7:
                 continue
+            number_start, number_end = lo, hi
             lo = max(0, lo - _PHONE_BEFORE)
             hi = min(n, hi + _PHONE_AFTER)
             while 0 < lo and text[lo].isdigit() and text[lo - 1].isdigit():
@@ -727,17 +825,32 @@ class PIIRedactor:
             while hi < n and text[hi - 1].isdigit() and text[hi].isdigit():
                 hi += 1
             if regions and lo <= regions[-1][1]:
-                regions[-1] = (regions[-1][0], hi)
-            else:
-                regions.append((lo, hi))
+                if hi - regions[-1][0] <= _PHONE_REGION:
+                    regions[-1] = (regions[-1][0], hi)
+                    previous_end = number_end
+                    continue
+                # libphonenumber's matcher slows down more than linearly on long texts: a
+                # long list of numbers is cut between two of them instead, so no number
+                # is cut in two (the earlier region stops where this number begins).
+                cut = number_start
+                while cut > previous_end and text[cut - 1] in "+( ":  # its "+" goes with it
+                    cut -= 1
+                regions[-1] = (regions[-1][0], cut)
+                lo = max(lo, cut)
+            regions.append((lo, hi))
+            previous_end = number_end
         for lo, hi in regions:
-            window = text[lo:hi]
             # libphonenumber reads a number on into the digits of an adjacent card or IP
             # and then rejects the lot; it stops at underscores.
-            for f in t.found:
-                if f.start < hi and lo < f.end:
-                    a, b = max(f.start, lo) - lo, min(f.end, hi) - lo
-                    window = window[:a] + "_" * (b - a) + window[b:]
+            pieces: list[str] = []
+            at = lo
+            for f in t.touching(lo, hi):
+                a, b = max(f.start, lo), min(f.end, hi)
+                pieces.append(text[at:a])
+                pieces.append("_" * (b - a))
+                at = b
+            pieces.append(text[at:hi])
+            window = "".join(pieces)
             for m in phonenumbers.PhoneNumberMatcher(window, self._region, _LENIENCY):
                 start, end = lo + m.start, lo + m.end
                 # A match that cuts a digit run in two is part of a longer number, and
@@ -788,6 +901,56 @@ class PIIRedactor:
         return value
 
 
+_PLAIN: Final = frozenset({int, float, bool, type(None), Decimal, datetime, date, time,
+                           timedelta, UUID})
+
+
+def _expanded(value: Any) -> Any:
+    """The JSON shape the encoder gives a set, Struct or dataclass; anything else as is."""
+    if isinstance(value, set | frozenset):
+        return list(value)
+    if isinstance(value, msgspec.Struct):
+        return msgspec.structs.asdict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return value
+
+
+def _walk_seq(value: list[Any] | tuple[Any, ...], fn: Callable[[Any], Any]) -> Any:
+    out: list[Any] | None = None
+    for i, v in enumerate(value):
+        nv = fn(v)
+        if nv is not v:
+            if out is None:
+                out = list(value)
+            out[i] = nv
+    if out is None:
+        return value
+    return out if isinstance(value, list) else tuple(out)
+
+
+def _free_key(out: dict[Any, Any], original: dict[Any, Any], key: Any) -> Any:
+    """A redacted dict key that collides with another gets a suffix: nothing is lost."""
+    if key not in out and key not in original:
+        return key
+    n = 2
+    while f"{key}#{n}" in out or f"{key}#{n}" in original:
+        n += 1
+    return f"{key}#{n}"
+
+
+def _exceeds(value: Any, budget: list[int]) -> bool:
+    """Whether the strings in value are longer, together, than budget[0] characters."""
+    if isinstance(value, str | bytes | bytearray):
+        budget[0] -= len(value)
+        return budget[0] < 0
+    if isinstance(value, dict):
+        return any(_exceeds(k, budget) or _exceeds(v, budget) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_exceeds(v, budget) for v in value)
+    return False
+
+
 def _mask(f: Finding) -> str:
     value = f.value
     if f.kind == "email":
@@ -825,7 +988,7 @@ def _compile_fields(fields: Iterable[str]) -> tuple[_Nodes | None, _Nodes | None
     for path in [fields] if isinstance(fields, str) else fields:
         parts = path.split(".")
         if parts[0] not in roots or any(not p for p in parts):
-            raise ValueError(
+            raise RedactorConfigError(
                 f"invalid field path {path!r}: use dotted keys starting with 'data' or "
                 "'metadata', with '*' for any key (e.g. 'data.content', 'metadata.*')"
             )
@@ -841,7 +1004,7 @@ def _compile_fields(fields: Iterable[str]) -> tuple[_Nodes | None, _Nodes | None
                 node = node.children.setdefault(part, _PathNode())
         node.whole = True
     if not used:
-        raise ValueError("fields= is empty; pass None to scan all of data and metadata")
+        raise RedactorConfigError("fields= is empty; pass None to scan all of data and metadata")
     data = (roots["data"],) if "data" in used else None
     meta = (roots["metadata"],) if "metadata" in used else None
     return data, meta

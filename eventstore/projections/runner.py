@@ -9,7 +9,7 @@ it resumes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..backends.base import Backend
@@ -61,15 +61,25 @@ async def rebuild(reader: LogReader, projections: tuple[Projection, ...],
     progress(end, end)
 
 
-async def resume(projection: Projection, backend: Backend, key: str) -> int:
+async def resume(projection: Projection, backend: Backend, key: str,
+                 unseal: Callable[[bytes], Awaitable[bytes | None]] | None = None) -> int:
     """Restore `projection` from the snapshot in checkpoint `key`; returns the position to
-    go on from (0, after a reset, when there is no usable snapshot)."""
+    go on from (0, after a reset, when there is no usable snapshot). `unseal` opens a
+    snapshot stored encrypted (None: it cannot be used, rebuild)."""
     projection.reset()
     checkpoint = await backend.load_checkpoint(key)
     if checkpoint is None or checkpoint.state is None:
         return 0
+    state = checkpoint.state
+    if unseal is not None:
+        opened = await unseal(state)
+        if opened is None:
+            log.info("projection %s: its snapshot was sealed under a destroyed key (a "
+                     "forget or retention run); rebuilding from seq 0", key)
+            return 0
+        state = opened
     try:
-        projection.restore(checkpoint.state)
+        projection.restore(state)
     except SnapshotError as exc:
         log.warning("projection %s: %s; rebuilding from seq 0", key, exc)
         projection.reset()

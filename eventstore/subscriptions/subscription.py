@@ -110,10 +110,13 @@ class Subscription:
         checkpoint_interval: float = 1.0,
         handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
         snapshot: Callable[[], bytes] | None = None,
+        reset: Callable[[], None] | None = None,
     ) -> None:
         self._host = host
         self._registry = registry
         self.snapshot = snapshot
+        self.reset = reset  # clears what the handler built, for rewind()
+        self._rewinding = False
         self.handler = handler
         self.name = name
         self.query = query
@@ -479,13 +482,37 @@ class Subscription:
 
     async def restart(self) -> None:
         """Start again from `position` (after a crash, or to retry a failed event)."""
-        if self.alive or self._stopping:
+        if self.alive or self._stopping or self._rewinding:
             return
         self.restarts += 1
         self.failed_event = None
         if not self.attached:
             self.connect()
         self.start()
+
+    async def rewind(self, position: int = 0) -> None:
+        """Throw away what the handler built and start over after `position`.
+
+        Used when the events already handled changed the way they read (forget_user,
+        retention): the task stops without saving its checkpoint (whose snapshot may hold
+        what was erased), the inbox is dropped, `reset` clears the handler's state, and a
+        running subscription starts again, catching up from the log.
+        """
+        if self._stopping or self._rewinding:
+            return
+        running = self.alive
+        self._rewinding = True  # the guardian does not restart it meanwhile
+        try:
+            self._scope.cancel()
+            await self._done.wait()
+            self._inbox.clear()
+            if self.reset is not None:
+                self.reset()
+            self._position = self._saved_position = position
+        finally:
+            self._rewinding = False
+        if running:
+            self.start()
 
     def request_stop(self) -> None:
         """Begin stopping (stop() waits for the end)."""

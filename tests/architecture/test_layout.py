@@ -178,7 +178,8 @@ def test_public_names_are_pinned_and_documented() -> None:
         "InvalidCursorError", "InvalidEventError", "InvalidOptionError", "InvalidPriceError",
         "InvalidQueryError", "InvalidUsageError",
         "MissingDependencyError", "ModelPrice", "PIIRedactor", "Page", "PriceTable",
-        "PricingProvider", "RecordedEvent", "RedactionError", "SchemaVersionError",
+        "PricingProvider", "RecordedEvent", "RedactionError", "RedactorConfigError",
+        "Retention", "RetentionError", "SchemaVersionError",
         "SnapshotError", "StoreClosedError", "Subscription", "SubscriptionError",
         "UnknownModelError", "UnsupportedURLError", "__version__", "signals",
     ])

@@ -199,6 +199,7 @@ class PostgresBackend:
         command_timeout: float = 30,
         connect_timeout: float = 10,
         server_settings: Mapping[str, str] | None = None,
+        create: bool | str = True,
     ) -> None:
         if (not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema)
                 or len(schema) > 63 or schema.lower().startswith("pg_")):
@@ -211,6 +212,9 @@ class PostgresBackend:
                              f"{pool_size}")
         self.url = url
         self.schema = schema
+        # create=False: a schema that holds no store is an error, not a new empty store (a
+        # typo in ?schema= would otherwise answer "no events" and write to the wrong place)
+        self._create = create not in (False, "0", "false", "no")
         parts = urlsplit(url)
         try:
             port = parts.port or 5432
@@ -304,6 +308,11 @@ class PostgresBackend:
         try:
             async with self._connection() as conn:
                 meta = await self._read_meta(conn)
+                if meta is None and not self._create:
+                    raise BackendError(
+                        f"no eventstore in schema {self.schema} at {self.address}; check "
+                        "?schema= in the URL, or pass create=true to make a new store there"
+                    )
                 if meta is None or int(meta.get("schema_version", b"0")) < SCHEMA_VERSION:
                     meta = await self._migrate(conn)
             self._check_version(meta)
@@ -616,6 +625,27 @@ class PostgresBackend:
             raise self._error("destroying an encryption key", exc,
                               "the key may not be destroyed: forget the user again") from exc
         return key_record_from_row(row)
+
+    async def key_owners(self, prefix: str | None = None) -> list[str]:
+        """The owners (user ids, or user and period) that have a live key."""
+        rows = await self._fetch(
+            "listing encryption keys",
+            f"SELECT DISTINCT user_id FROM {self._s}.data_keys WHERE wrapped IS NOT NULL "
+            "AND starts_with(user_id, $1)", prefix or "")
+        return [row[0] for row in rows]
+
+    async def scrub(self) -> None:
+        """Rewrite the key and checkpoint tables so that the row versions a forget or a
+        retention run overwrote (destroyed keys, personal snapshots) leave the table
+        files, instead of waiting in their pages for VACUUM. The server's WAL, its archives
+        and base backups still hold them: that is outside what a client can erase."""
+        s = self._s
+        try:
+            async with self._connection() as conn:
+                await conn.execute(f"VACUUM FULL {s}.data_keys, {s}.checkpoints")
+        except Exception as exc:
+            raise self._error("rewriting the key and checkpoint tables", exc,
+                              "old key versions stay in the table until VACUUM") from exc
 
     # --- cross-process notifications ---------------------------------------------------
 

@@ -194,8 +194,11 @@ class SQLiteBackend:
         return await loop.run_in_executor(self._writer_thread, functools.partial(fn, *args))
 
     def _open_writer(self) -> bytes:
+        # secure_delete: what a forget or a snapshot update overwrites is zeroed in the
+        # page, not left in its free space
         conn = connect(self.path, [*self._pragmas(), "PRAGMA journal_mode = WAL",
-                                   "PRAGMA wal_autocheckpoint = 0"])  # see wal_checkpointer.py
+                                   "PRAGMA wal_autocheckpoint = 0",  # see wal_checkpointer.py
+                                   "PRAGMA secure_delete = ON"])
         try:
             secret = self._migrate(conn)
         except BaseException:
@@ -211,6 +214,7 @@ class SQLiteBackend:
             raise BackendError(
                 f"cannot create {self.path}: directory {self.path.parent} does not exist"
             )
+        self._create_private()
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="eventstore-sqlite")
         try:
             self._secret = await self._on_writer(self._open_writer)
@@ -226,6 +230,17 @@ class SQLiteBackend:
         except BaseException:
             await self.close()
             raise
+
+    def _create_private(self) -> None:
+        """Create a new database file readable by its owner only (0600), whatever the umask:
+        it holds the cursor secret, the wrapped keys and every unencrypted event. SQLite
+        gives the -wal and -shm files the mode of the database file."""
+        try:
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass  # an existing store keeps the mode its owner gave it
+        except OSError as exc:
+            raise BackendError(f"cannot create SQLite database {self.path}: {exc}") from exc
 
     def _migrate(self, conn: sqlite3.Connection) -> bytes:
         conn.execute("BEGIN IMMEDIATE")
@@ -540,8 +555,6 @@ class SQLiteBackend:
         conn = self._writer
         if conn is None:
             raise BackendError("the SQLite backend is not open")
-        # Without secure_delete the old wrapped key would stay in the page's free space.
-        conn.execute("PRAGMA secure_delete = ON")
         now = to_micros(utcnow())
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -563,21 +576,47 @@ class SQLiteBackend:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        # The WAL still holds the page images with the wrapped key in them: checkpoint
-        # them into the file (now zeroed) and truncate the log. A reader of another
-        # connection on an old snapshot blocks this; the frames then go at a later
-        # checkpoint, so say so rather than stall the writer.
-        conn.execute("PRAGMA busy_timeout = 1000")
-        try:
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout}")
-        if busy:
-            log.warning(
-                "forgot user %r, but a reader kept %s-wal from being truncated: the old "
-                "wrapped key stays in the WAL until the next checkpoint", user_id, self.path,
-            )
+        self._scrub(conn, f"forgot key {user_id!r}")
         return key_record_from_row(row)
+
+    def _scrub(self, conn: sqlite3.Connection, what: str) -> None:
+        """Leave no copy of what was just overwritten in the file or its WAL (see
+        wal_checkpointer.py): done now when no other process's reader holds an old
+        snapshot, else pending and finished by the checkpointer as soon as it lets go."""
+        checkpointer = self.checkpointer
+        if checkpointer is None:
+            return
+        if not checkpointer.truncate(conn):
+            log.warning(
+                "%s, but a reader of another connection keeps %s-wal from being truncated: "
+                "the old bytes stay in the WAL (and the file) until it finishes; the store "
+                "truncates it as soon as it can (erasure_pending says so until then)",
+                what, self.path,
+            )
+
+    @property
+    def erasure_pending(self) -> bool:
+        """True while overwritten keys or snapshots may still be in -wal or the file."""
+        return self.checkpointer is not None and self.checkpointer.pending
+
+    async def scrub(self) -> None:
+        """Make what was overwritten or deleted since the last scrub unrecoverable."""
+        if self._writer is None:
+            raise BackendError("the SQLite backend is not open")
+        await self._on_writer(self._scrub, self._writer, "erased")
+
+    async def key_owners(self, prefix: str | None = None) -> list[str]:
+        """The owners (user ids, or user and period) that have a live key, optionally
+        only those starting with `prefix`."""
+        if prefix:
+            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            rows = await self._fetch(
+                "SELECT DISTINCT user_id FROM data_keys WHERE user_id >= ? AND user_id < ? "
+                "AND wrapped IS NOT NULL", (prefix, upper))
+        else:
+            rows = await self._fetch(
+                "SELECT DISTINCT user_id FROM data_keys WHERE wrapped IS NOT NULL", ())
+        return [row[0] for row in rows]
 
     async def destroy_keys(self, user_id: str) -> KeyRecord:
         try:

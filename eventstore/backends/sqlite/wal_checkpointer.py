@@ -22,6 +22,14 @@ next commit; the frames left to copy are the few committed since the background 
 the commit after it starts the WAL over. That costs one commit in every few thousand
 pages a sync, where SQLite's own checkpoint cost one in every thousand a sync and the
 whole copy.
+
+Erasure (forget_user, retention) needs more than a PASSIVE checkpoint: the WAL still holds
+the page images from before the overwrite, and the database file the pages from before
+the last checkpoint. `truncate()` copies every frame into the file and cuts the WAL to zero
+bytes while no checkpoint of ours runs beside it (they share a lock, which is what made
+erasure fail now and then when the two raced). Another process's reader on an old
+snapshot can still block it: the erasure is then *pending*, this thread retries it every
+`interval` until it succeeds, and `pending` says so meanwhile.
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ class WalCheckpointer:
         self.interval = interval
         self.max_frames = max_frames
         self._writer_helps = False
+        self._lock = threading.Lock()  # one checkpoint at a time among our connections
+        self._pending = threading.Event()  # an erasure's TRUNCATE still to finish
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -73,16 +83,45 @@ class WalCheckpointer:
                 log.warning("WAL checkpoint of %s failed: %s", self._path, exc)
         self._dirty.set()
 
+    @property
+    def pending(self) -> bool:
+        """True while an erasure waits for another connection's reader to let go."""
+        return self._pending.is_set()
+
+    def truncate(self, conn: sqlite3.Connection, busy_ms: int = 1_000) -> bool:
+        """Checkpoint every frame and cut the WAL to zero bytes on `conn`, waiting up to
+        `busy_ms` for readers; True when done, else the erasure is left pending (retried
+        on this thread until it succeeds)."""
+        with self._lock:
+            done = _truncate(conn, busy_ms)
+        if done:
+            self._pending.clear()
+        else:
+            self._pending.set()
+            self._dirty.set()
+        return done
+
     def _run(self) -> None:
         conn = self._conn
         assert conn is not None
         while not self._stop.is_set():
-            self._dirty.wait()
+            if self._pending.is_set():  # no commit needed to try again
+                self._dirty.wait(self.interval)
+            else:
+                self._dirty.wait()
             if self._stop.is_set():
                 return
             self._dirty.clear()  # commits from here on call for the next checkpoint
             try:
-                ((_busy, frames, _copied),) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                with self._lock:
+                    if self._pending.is_set():
+                        if _truncate(conn, 0):
+                            self._pending.clear()
+                            log.info("erasure in %s finished: the WAL is truncated",
+                                     self._path)
+                        continue
+                    ((_busy, frames, _copied),) = conn.execute(
+                        "PRAGMA wal_checkpoint(PASSIVE)")
                 self.checkpoints += 1
                 self._writer_helps = frames > self.max_frames
             except sqlite3.Error as exc:  # the next commit asks again; nothing is lost
@@ -100,3 +139,13 @@ class WalCheckpointer:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+
+def _truncate(conn: sqlite3.Connection, busy_ms: int) -> bool:
+    (busy_timeout,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+    try:
+        ((busy, _frames, _copied),) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout)}")
+    return not busy

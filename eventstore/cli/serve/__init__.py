@@ -89,10 +89,12 @@ def serve_cmd(db: str | None, host: str, port: int, token: str | None) -> None:
         sys.stdout.flush()
         note("eventstore serve: open the address above; Ctrl-C stops it")
 
+    master_key_file = click.get_current_context().find_root().params.get("master_key_file")
+
     async def main() -> None:
         # Opened here, before the server, so a missing database or a bad URL is the usual
         # one-line error rather than a failed ASGI lifespan.
-        async with open_store(url) as store:
+        async with open_store(url, master_key_file) as store:
 
             @contextlib.asynccontextmanager
             async def opened() -> AsyncIterator[EventStore]:
