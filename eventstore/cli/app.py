@@ -7,6 +7,8 @@
     eventstore export --format parquet --output events.parquet
     eventstore rebuild
     eventstore subscriptions
+    eventstore budgets
+    eventstore alerts --follow
     eventstore count --type policy_violation
     eventstore --master-key-file master.key retention --content-after 30d --dry-run
 
@@ -25,13 +27,13 @@ import sys
 import click
 
 from ..errors import EventStoreError, InvalidQueryError, UnsupportedURLError
-from . import costs, export, log, projections, retention, serve, subscriptions
+from . import budgets, costs, export, log, projections, retention, serve, subscriptions
 from .base import err, out
 
 DEFAULT_URL = "sqlite:///eventstore.db"
 
 # The command groups, each a module with a COMMANDS tuple; a new group is one more entry.
-GROUPS = (log, costs, export, projections, subscriptions, serve, retention)
+GROUPS = (log, costs, export, projections, subscriptions, serve, retention, budgets)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
