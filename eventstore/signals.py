@@ -27,6 +27,7 @@ and so that async receivers never make an append wait (see `Dispatcher`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections import deque
@@ -76,8 +77,22 @@ def cancelled_from_outside() -> bool:
 
 
 def _is_async(receiver: Any) -> bool:
-    return inspect.iscoroutinefunction(receiver) or inspect.iscoroutinefunction(
-        getattr(receiver, "__call__", None))  # noqa: B004 - an async __call__, not callable()
+    function = getattr(receiver, "__func__", receiver)  # a bound method: its function
+    try:
+        return _is_async_function(function)
+    except TypeError:  # unhashable: ask every time
+        return _coroutine_function(function)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_async_function(function: Any) -> bool:
+    # inspect is slow, and this is asked once per receiver per committed event
+    return _coroutine_function(function)
+
+
+def _coroutine_function(function: Any) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None))  # noqa: B004 - an async __call__, not callable()
 
 
 class Dispatcher:

@@ -8,16 +8,18 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
+import anyio.lowlevel
 
 from .. import signals
 from ..errors import InvalidOptionError
 from .host import Host
 from .registry import Registry
-from .subscription import Status, Subscription
+from .subscription import Subscription
 
 log = logging.getLogger("eventstore.subscriptions")
 
 DEFAULT_INTERVAL = 30.0
+_YIELD_EVERY = 256
 
 
 class Guardian:
@@ -81,36 +83,40 @@ class Guardian:
             self._repaired(None, "reconnected",
                            "the store's receiver was detached from event_appended; every "
                            "subscription replays what it missed from the log")
-        head: int | None = None
+        # One read of the head per tick, once our own commits up to it have been routed
+        # (a subscription is not behind an event still on its way to it).
+        head = await self._registry.settled_head()
         now = time.monotonic()
-        for sub in self._registry.subscriptions:
-            if sub.status in (Status.FAILED, Status.STOPPED) or sub.stopping:
+        for index, sub in enumerate(self._registry.subscriptions):
+            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                # let appends through: a tick over 10,000 subscriptions would otherwise
+                # hold the loop for tens of milliseconds
+                await anyio.lowlevel.checkpoint()
+            todo = sub.checkup(now, head)
+            if todo is None:
                 continue
             label = sub.name or "anonymous subscription"
-            if not sub.attached:
+            if todo == "reconnect":
                 sub.connect()
                 sub.nudge()
                 made.append("reconnected")
                 self._repaired(sub, "reconnected",
                                f"{label} was detached from live events; replaying from "
                                f"seq {sub.position + 1}")
-            if not sub.alive:
+                todo = "restart" if not sub.alive else None
+            if todo == "restart":
                 await sub.restart()
                 made.append("restarted")
                 self._repaired(sub, "restarted",
                                f"{label} had stopped ({sub.last_error!r}); resumed at seq "
                                f"{sub.position + 1}")
-                continue
-            if sub.overdue(now) is not None:
+            elif todo == "stalled":
                 if sub.mark_stalled():
                     self.stalls += 1
-                continue
-            if sub.idle:
-                head = await self._host.head() if head is None else head
-                if sub.position < head:
-                    sub.nudge()
-                    made.append("caught_up")
-                    self._repaired(sub, "caught_up",
-                                   f"{label} sat at seq {sub.position} behind the log head "
-                                   f"{head}")
+            elif todo == "behind":
+                sub.nudge()
+                made.append("caught_up")
+                self._repaired(sub, "caught_up",
+                               f"{label} sat at seq {sub.position} behind the log head "
+                               f"{head}")
         return made

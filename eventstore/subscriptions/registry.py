@@ -187,6 +187,13 @@ class Registry:
         for subscription in self._subscriptions.values():
             subscription.nudge()
 
+    async def settled_head(self) -> int:
+        """The log's head, once this store's commits up to it have been routed."""
+        head = await self._host.head()
+        await self._host.settled()
+        await asyncio.sleep(0)  # the routing step scheduled when that group signalled
+        return head
+
     # --- other processes ------------------------------------------------------------------
 
     def note_head(self, head: int) -> None:

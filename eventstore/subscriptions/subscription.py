@@ -267,6 +267,29 @@ class Subscription:
         return (self.status == Status.RUNNING and not self._inbox and not self._catch_up
                 and not self._busy)
 
+    def checkup(self, now: float, head: int) -> str | None:
+        """What the guardian should do for this subscription now, if anything: "reconnect",
+        "restart", "stalled" or "behind" (of `head`). O(1), plain attribute reads: the
+        guardian asks it of every subscription every tick."""
+        status = self.status
+        if status is Status.FAILED or status is Status.STOPPED or self._stopping:
+            return None
+        if not self._attached:
+            return "reconnect"
+        if self._done.is_set():
+            return "restart"
+        if (self._calling is not None and self.handler_timeout is not None
+                and now - self._call_started > self.handler_timeout):
+            return "stalled"
+        if (status is Status.RUNNING and self._position < head and not self._inbox
+                and not self._catch_up and not self._busy):
+            registry = self._registry
+            if (self._position + 1 >= max(registry.chain_start, self._live_from)
+                    and registry.live_head >= head):
+                return None  # past everything: the rest was routed elsewhere
+            return "behind"
+        return None
+
     def overdue(self, now: float) -> float | None:
         """Seconds the handler call in progress has run past its timeout, if it has."""
         if self._calling is None or self.handler_timeout is None:
@@ -372,41 +395,50 @@ class Subscription:
 
     async def _deliver(self, event: RecordedEvent) -> None:
         if self.query.matches(event):
-            attempt = 0
-            while True:
-                (shown,) = await self._host.reveal_live([event])
-                error = await self._call(shown)
-                if error is None:
-                    break
-                attempt += 1
-                self.retries += 1
-                self.last_error = error
-                if attempt >= self.max_attempts:
-                    await self._give_up(event, error)
-                previous, self.status = self.status, Status.RETRYING
-                await anyio.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
-                self.status = previous
+            (shown,) = await self._host.reveal_live([event])
+            error = await self._call(shown)
+            if error is not None:
+                await self._retry(event, error)
             self.delivered += 1
         self._position = event.seq
         self._progress.pulse()
-        await self._maybe_checkpoint()
+        if self.name is not None and self._position - self._saved_position >= self.checkpoint_every:
+            await self.save_checkpoint()
+
+    async def _retry(self, event: RecordedEvent, first: BaseException) -> None:
+        """The same event again after a backoff, until it succeeds or attempts run out."""
+        attempt = 0
+        error: BaseException | None = first
+        while error is not None:
+            attempt += 1
+            self.retries += 1
+            self.last_error = error
+            if attempt >= self.max_attempts:
+                await self._give_up(event, error)
+            previous, self.status = self.status, Status.RETRYING
+            await anyio.sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
+            self.status = previous
+            (shown,) = await self._host.reveal_live([event])
+            error = await self._call(shown)
 
     async def _call(self, event: RecordedEvent) -> BaseException | None:
         """Run the handler once; what it raised (or its timeout), None if it succeeded."""
         status = self.status
         self._calling, self._call_started, self._stall_reported = event, time.monotonic(), False
         try:
-            with anyio.move_on_after(self.handler_timeout) as scope:
-                result = self.handler(event)
-                if inspect.isawaitable(result):
-                    await result
-                elif self.handler_timeout is not None and (
+            result = self.handler(event)
+            if result is None or not inspect.isawaitable(result):
+                # A sync handler ran on the loop and could not be interrupted: say so. (No
+                # cancel scope for it: entering one per event would halve catch-up speed.)
+                if self.handler_timeout is not None and (
                         time.monotonic() - self._call_started > self.handler_timeout):
-                    # a sync handler runs on the loop and cannot be interrupted: say so
                     log.warning("subscription %s: sync handler took %.1fs on event seq %d "
                                 "(handler_timeout %ss) and blocked the event loop; make it "
                                 "async", self.name, time.monotonic() - self._call_started,
                                 event.seq, self.handler_timeout)
+                return None
+            with anyio.move_on_after(self.handler_timeout) as scope:
+                await result
             if scope.cancel_called:
                 self.timeouts += 1
                 return HandlerTimeoutError(
