@@ -21,6 +21,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Final
 from .. import signals
 from ..errors import BudgetExceededError, DuplicateEventError, InvalidBudgetError
 from ..events import COST_RECORDED, RecordedEvent
+from ..pricing.money import ZERO, cost_or_none
 from .alerts import alert_event, alert_id, definition_event
 from .budget import EXCEEDED, Budget, BudgetStatus, Threshold, Window, window_of
 
@@ -65,6 +67,29 @@ async def spent_in(store: EventStore, budget: Budget, scope: str,
     return await store.sum_cost(after=window.start, before=window.last_moment, **filters)
 
 
+@dataclass(slots=True)
+class _Spend:
+    """Bounds on one scope's spent in one window, kept current from the cost events the
+    subscription delivers (every one, in seq order) after a read of the rollup, so the
+    rollup is asked again only when a threshold falls between them. `low` never counts a
+    cost twice (a sure crossing); `high` never misses one (a sure non-crossing)."""
+
+    low: Decimal
+    high: Decimal
+    low_from: int
+    high_from: int
+    last: int  # the highest seq folded in: a redelivered event is not counted again
+
+    def fold(self, seq: int, cost: Decimal) -> None:
+        if seq <= self.last:
+            return
+        self.last = seq
+        if seq > self.low_from:
+            self.low += cost
+        if seq > self.high_from:
+            self.high += cost
+
+
 class BudgetWatcher:
     """The budgets of one store: their alerts (a durable subscription) and their status."""
 
@@ -75,6 +100,11 @@ class BudgetWatcher:
         self.observer = uuid.uuid4().hex
         self.subscription: Subscription | None = None
         self._known: dict[str, None] = {}  # alert ids known to be in the log
+        self._spend: dict[tuple[str, str, str], _Spend] = {}
+        # budgets of one per and window share each scope's spent figure
+        self._groups: dict[tuple[str, str], list[Budget]] = {}
+        for budget in self.budgets:
+            self._groups.setdefault((budget.per, budget.window), []).append(budget)
 
     @property
     def subscription_name(self) -> str:
@@ -96,21 +126,39 @@ class BudgetWatcher:
 
     async def on_cost(self, event: RecordedEvent) -> None:
         """The subscription's handler: the alerts a cost event brings, appended once."""
-        spent: dict[tuple[str, str, str, str], Decimal] = {}
-        for budget in self.budgets:
-            window = window_of(budget.window, event.occurred_at)
-            for scope in budget.scopes_of(event):
-                pending = [t for t in budget.thresholds
-                           if alert_id(budget, scope, window, t) not in self._known]
+        cost = cost_or_none(event.data.get("total_cost")) or ZERO
+        for (per, kind), budgets in self._groups.items():
+            window = window_of(kind, event.occurred_at)
+            for scope in budgets[0].scopes_of(event):
+                key = (per, scope, window.label)
+                pending = [(b, t) for b in budgets for t in b.thresholds
+                           if alert_id(b, scope, window, t) not in self._known]
                 if not pending:
+                    self._spend.pop(key, None)  # nothing left to alert: stop following it
                     continue
-                # budgets of one per and window share the scope's spent figure
-                key = (budget.per, scope, window.kind, window.label)
-                if key not in spent:
-                    spent[key] = await spent_in(self._store, budget, scope, window)
-                for threshold in pending:
-                    if spent[key] >= threshold.amount:
-                        await self._alert(budget, scope, window, threshold, spent[key], event)
+                spend = self._spend.get(key)
+                if spend is None:
+                    spend = await self._read(budgets[0], scope, window)
+                else:
+                    spend.fold(event.seq, cost)
+                for budget, threshold in pending:
+                    if spend.high >= threshold.amount > spend.low:
+                        # the bounds straddle it: ask the rollup again (exact, committed)
+                        spend = await self._read(budget, scope, window)
+                    if spend.low >= threshold.amount:
+                        await self._alert(budget, scope, window, threshold, spend.low, event)
+
+    async def _read(self, budget: Budget, scope: str, window: Window) -> _Spend:
+        """The scope's spent from the rollup, with the heads read around it: costs with a
+        seq above the later head are surely not in it, above the earlier head maybe."""
+        before = await self._store.head()
+        spent = await spent_in(self._store, budget, scope, window)
+        after = await self._store.head()
+        spend = _Spend(low=spent, high=spent, low_from=after, high_from=before, last=before)
+        self._spend[(budget.per, scope, window.label)] = spend
+        if len(self._spend) > _REMEMBERED:
+            del self._spend[next(iter(self._spend))]
+        return spend
 
     async def _alert(self, budget: Budget, scope: str, window: Window, threshold: Threshold,
                      spent: Decimal, cost: RecordedEvent) -> None:
