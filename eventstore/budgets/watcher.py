@@ -30,7 +30,7 @@ from .. import signals
 from ..errors import BudgetExceededError, DuplicateEventError, InvalidBudgetError
 from ..events import COST_RECORDED, RecordedEvent
 from ..pricing.money import ZERO, cost_or_none
-from .alerts import alert_event, alert_id, definition_event
+from .alerts import alert_event, definition_event
 from .budget import EXCEEDED, Budget, BudgetStatus, Threshold, Window, window_of
 
 if TYPE_CHECKING:
@@ -99,7 +99,8 @@ class BudgetWatcher:
         # Which store wrote an alert: makes every writer's content its own (see module doc).
         self.observer = uuid.uuid4().hex
         self.subscription: Subscription | None = None
-        self._known: dict[str, None] = {}  # alert ids known to be in the log
+        # the alerts (budget, scope, window, threshold) known to be in the log
+        self._known: dict[tuple[str, str, str, str], None] = {}
         self._spend: dict[tuple[str, str, str], _Spend] = {}
         # budgets of one per and window share each scope's spent figure
         self._groups: dict[tuple[str, str], list[Budget]] = {}
@@ -132,7 +133,7 @@ class BudgetWatcher:
             for scope in budgets[0].scopes_of(event):
                 key = (per, scope, window.label)
                 pending = [(b, t) for b in budgets for t in b.thresholds
-                           if alert_id(b, scope, window, t) not in self._known]
+                           if (b.label, scope, window.label, t.label) not in self._known]
                 if not pending:
                     self._spend.pop(key, None)  # nothing left to alert: stop following it
                     continue
@@ -163,21 +164,22 @@ class BudgetWatcher:
     async def _alert(self, budget: Budget, scope: str, window: Window, threshold: Threshold,
                      spent: Decimal, cost: RecordedEvent) -> None:
         event = alert_event(budget, scope, window, threshold, spent, cost, self.observer)
+        known = (budget.label, scope, window.label, threshold.label)
         try:
             recorded = await self._store.append(event)
         except DuplicateEventError:
-            self._remember(event.id)  # someone else recorded it: not news here
+            self._remember(known)  # someone else recorded it: not news here
             return
-        if event.id in self._known:
+        if known in self._known:
             return  # our own earlier append, replayed: its signal went out then
-        self._remember(event.id)
+        self._remember(known)
         signal = signals.budget_exceeded if threshold.kind == EXCEEDED \
             else signals.budget_warning
         self._store.dispatcher.send(signal, self._store, budget=budget, scope=scope,
                                     window=window, spent=spent, limit=budget.limit,
                                     event=recorded)
 
-    def _remember(self, alert: str) -> None:
+    def _remember(self, alert: tuple[str, str, str, str]) -> None:
         self._known[alert] = None
         if len(self._known) > _REMEMBERED:
             del self._known[next(iter(self._known))]
