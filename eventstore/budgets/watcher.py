@@ -79,6 +79,8 @@ class _Spend:
     low_from: int
     high_from: int
     last: int  # the highest seq folded in: a redelivered event is not counted again
+    # the thresholds not yet alerted, lowest amount first (amount, order, budget, threshold)
+    pending: list[tuple[Decimal, int, Budget, Threshold]]
 
     def fold(self, seq: int, cost: Decimal) -> None:
         if seq <= self.last:
@@ -131,32 +133,37 @@ class BudgetWatcher:
         for (per, kind), budgets in self._groups.items():
             window = window_of(kind, event.occurred_at)
             for scope in budgets[0].scopes_of(event):
-                key = (per, scope, window.label)
-                pending = [(b, t) for b in budgets for t in b.thresholds
-                           if (b.label, scope, window.label, t.label) not in self._known]
-                if not pending:
-                    self._spend.pop(key, None)  # nothing left to alert: stop following it
-                    continue
-                spend = self._spend.get(key)
+                spend = self._spend.get((per, scope, window.label))
                 if spend is None:
-                    spend = await self._read(budgets[0], scope, window)
+                    spend = await self._read(budgets, scope, window)
                 else:
                     spend.fold(event.seq, cost)
-                for budget, threshold in pending:
-                    if spend.high >= threshold.amount > spend.low:
+                read_again = False
+                while spend.pending and spend.pending[0][0] <= spend.high:
+                    amount, _, budget, threshold = spend.pending[0]
+                    if amount > spend.low:
+                        if read_again:
+                            break  # still not a sure crossing: a later cost decides it
                         # the bounds straddle it: ask the rollup again (exact, committed)
-                        spend = await self._read(budget, scope, window)
-                    if spend.low >= threshold.amount:
-                        await self._alert(budget, scope, window, threshold, spend.low, event)
+                        spend = await self._read(budgets, scope, window)
+                        read_again = True
+                        continue
+                    await self._alert(budget, scope, window, threshold, spend.low, event)
+                    spend.pending.pop(0)
 
-    async def _read(self, budget: Budget, scope: str, window: Window) -> _Spend:
+    async def _read(self, budgets: list[Budget], scope: str, window: Window) -> _Spend:
         """The scope's spent from the rollup, with the heads read around it: costs with a
         seq above the later head are surely not in it, above the earlier head maybe."""
         before = await self._store.head()
-        spent = await spent_in(self._store, budget, scope, window)
+        spent = await spent_in(self._store, budgets[0], scope, window)
         after = await self._store.head()
-        spend = _Spend(low=spent, high=spent, low_from=after, high_from=before, last=before)
-        self._spend[(budget.per, scope, window.label)] = spend
+        pending = sorted(
+            (t.amount, i, b, t) for i, (b, t) in enumerate(
+                (b, t) for b in budgets for t in b.thresholds)
+            if (b.label, scope, window.label, t.label) not in self._known)
+        spend = _Spend(low=spent, high=spent, low_from=after, high_from=before, last=before,
+                       pending=pending)
+        self._spend[(budgets[0].per, scope, window.label)] = spend
         if len(self._spend) > _REMEMBERED:
             del self._spend[next(iter(self._spend))]
         return spend
