@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -182,6 +183,7 @@ def start_call(binding: Binding, flavor: str, path: str, request: Mapping[str, A
         user_id=binding.user_id if binding.user_id is not None else scope.user_id,
         metadata={**scope.metadata, **binding.metadata}, stream=stream,
     )
+    mark_current_span()
     return call
 
 
@@ -210,6 +212,23 @@ async def enforce_async(call: Call) -> None:
         await check
     else:
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(check, store.loop))
+
+
+# The attribute an integration puts on the OpenTelemetry span current when a call starts
+# (OpenTelemetry's own SDK instrumentation's span, or the app's), so that
+# EventStoreSpanExporter, seeing that span, does not record the same call a second time.
+OTEL_MARK: Final = "eventstore.recorded"
+
+
+def mark_current_span() -> None:
+    """Tell the span exporter this call is recorded here (a no-op without OpenTelemetry)."""
+    if "opentelemetry.trace" not in sys.modules:  # nobody traces: nothing to mark
+        return
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(OTEL_MARK, True)
 
 
 def count_attempt() -> None:

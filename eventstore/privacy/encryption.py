@@ -701,7 +701,7 @@ class Encryption:
         """Owners of per-user keys (no period): what retention cannot expire."""
         backend = self._backend_or_fail()
         return [owner for owner in await _key_owners(backend, None)
-                if split_owner(owner)[1] is None]
+                if split_owner(owner)[1] is None and owner != SNAPSHOT_OWNER]
 
     def period_of(self, event: RecordedEvent | Event) -> str | None:
         """The key period of an event's content (None without per-period keys)."""

@@ -248,3 +248,7 @@ class JsonlBackend:
 
     async def destroy_keys(self, user_id: str) -> KeyRecord:
         return await self._run(lambda: self._the_side().destroy_keys(user_id))
+
+    async def key_owners(self, prefix: str | None = None) -> list[str]:
+        """The owners (user ids, or user and period) that have a live key (retention)."""
+        return await self._run(lambda: self._the_side().key_owners(prefix))

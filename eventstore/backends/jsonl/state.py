@@ -150,6 +150,10 @@ class SideFiles:
             self._write_keys([*keys, made])
             return made
 
+    def key_owners(self, prefix: str | None) -> list[str]:
+        return sorted({k.user_id for k in self._keys() if k.wrapped is not None
+                       and (not prefix or k.user_id.startswith(prefix))})
+
     def destroy_keys(self, user_id: str) -> KeyRecord:
         now = utcnow()
         with self._lock.held():
