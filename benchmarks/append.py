@@ -8,17 +8,24 @@ Phases, each over --events events (1 KB-ish chat messages over 100 conversations
   into a few transactions), repeated until --events are written;
 - full read: `async for e in store.read()` over the whole log (decoded RecordedEvents).
 
-Columns: memory (the store's own cost, no I/O), SQLite, PostgreSQL (a throwaway schema,
-dropped afterwards; skipped with a note when no server answers), and two baselines run in
-the same process:
+Columns: memory (the store's own cost, no I/O), SQLite, jsonl (day files in a fresh
+directory), PostgreSQL (a throwaway schema, dropped afterwards; skipped with a note when no
+server answers), and two baselines run in the same process:
 - raw sqlite3: the very rows the SQLite store wrote, inserted with `executemany` in
   transactions of 1000 into a fresh file with the same schema, indexes and pragmas, and
   read back with a plain SELECT (no decoding). It is the physical limit for SQLite;
   the `store/raw` line is the share of it the store keeps.
+- raw asyncpg: the very rows the PostgreSQL store wrote, copied with binary COPY in
+  transactions of 1000 into a fresh schema with the same tables and indexes (the store's
+  own write path is COPY too), and read back with a plain SELECT: PostgreSQL's limit.
 - eventsourcing (when installed: `python -m pip install -e '.[bench]'`): its
-  Application on its SQLite persistence module, saving the same messages as aggregate
-  events, 1000 per save, and reading them back through its notification log and mapper.
-  It has no async API, so "concurrent single" does not apply to it.
+  Application on its SQLite persistence module, and on its PostgreSQL one (psycopg 3) in
+  a throwaway schema, saving the same messages as aggregate events, 1000 per save, and
+  reading them back through its notification log and mapper. It has no async API, so
+  "concurrent single" does not apply to it.
+
+Ratios: `SQLite/raw` and `PG/raw` (the share of the physical limit the store keeps), and
+`SQLite/es`, `PG/es` (the store against eventsourcing on the same database).
 
 Each figure is the best of --repeat runs (fresh files each time), which filters out a
 machine's background noise rather than averaging it in.
@@ -35,6 +42,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pg_schema import DEFAULT_URL, drop_schema, throwaway_schema
 
@@ -135,15 +143,20 @@ def _conversation_aggregate() -> Any:
     return Conversation
 
 
-def eventsourcing_peer(tmp: Path, events: int) -> dict[str, float] | str:
+def eventsourcing_peer(tmp: Path, events: int,
+                       env: dict[str, str] | None = None) -> dict[str, float] | str:
     try:
         from eventsourcing.application import Application
     except ImportError:
         return "not installed (python -m pip install -e '.[bench]')"
     Conversation = _conversation_aggregate()
 
-    app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                           "SQLITE_DBNAME": str(tmp / f"es-{uuid.uuid4().hex}.db")})
+    try:
+        app = Application(env=env or {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(tmp / f"es-{uuid.uuid4().hex}.db")})
+    except Exception as exc:  # e.g. psycopg missing for its PostgreSQL module
+        return f"cannot start ({exc!r})"
     conversations = [Conversation(name=f"c{i}") for i in range(100)]
     app.save(*conversations)
     figures: dict[str, float] = {}
@@ -167,13 +180,74 @@ def eventsourcing_peer(tmp: Path, events: int) -> dict[str, float] | str:
     return figures
 
 
-async def postgres(base: str, events: int) -> dict[str, float] | str:
+async def postgres_and_raw(base: str, events: int
+                           ) -> tuple[dict[str, float] | str, dict[str, float] | str]:
+    """The PostgreSQL store, then raw asyncpg COPY of the same rows into the same tables."""
+    found = await throwaway_schema(base)
+    if isinstance(found, str):
+        return found, found
+    url, schema = found
+    target = await throwaway_schema(base)
+    assert not isinstance(target, str)
+    raw_url, raw_schema = target
+    import asyncpg
+
+    try:
+        store = await measure(url, events)
+        async with EventStore.open(raw_url):
+            pass  # the store creates the schema, its tables and indexes
+        conn = await asyncpg.connect(base)
+        try:
+            rows = [tuple(r) for r in await conn.fetch(
+                "SELECT seq, id, type, conversation_id, user_id, recorded_at, digest, body "
+                f'FROM "{schema}".events ORDER BY seq')]
+            columns = ["seq", "id", "type", "conversation_id", "user_id", "recorded_at",
+                       "digest", "body"]
+            raw: dict[str, float] = {}
+            start = time.perf_counter()
+            for offset in range(0, events, BATCH):
+                async with conn.transaction():
+                    await conn.copy_records_to_table(
+                        "events", schema_name=raw_schema, columns=columns,
+                        records=rows[offset:offset + BATCH])
+            raw[PHASES[0]] = events / (time.perf_counter() - start)
+            await conn.copy_records_to_table("events", schema_name=raw_schema,
+                                             columns=columns, records=rows[events:])
+            start = time.perf_counter()
+            count = 0
+            async with conn.transaction():
+                async for _ in conn.cursor(f'SELECT seq, body FROM "{raw_schema}".events '
+                                           "ORDER BY seq", prefetch=1_000):
+                    count += 1
+            raw[PHASES[2]] = count / (time.perf_counter() - start)
+        finally:
+            await conn.close()
+        return store, raw
+    finally:
+        await drop_schema(base, schema)
+        await drop_schema(base, raw_schema)
+
+
+async def eventsourcing_postgres(base: str, tmp: Path, events: int) -> dict[str, float] | str:
+    """eventsourcing on its PostgreSQL module, in a throwaway schema of the same server."""
     found = await throwaway_schema(base)
     if isinstance(found, str):
         return found
-    url, schema = found
+    _, schema = found
+    import asyncpg
+
+    conn = await asyncpg.connect(base)
     try:
-        return await measure(url, events)
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await conn.close()
+    parts = urlsplit(base)
+    env = {"PERSISTENCE_MODULE": "eventsourcing.postgres",
+           "POSTGRES_DBNAME": parts.path.lstrip("/"), "POSTGRES_HOST": parts.hostname or "",
+           "POSTGRES_PORT": str(parts.port or 5432), "POSTGRES_USER": parts.username or "",
+           "POSTGRES_PASSWORD": parts.password or "", "POSTGRES_SCHEMA": schema}
+    try:
+        return await asyncio.to_thread(eventsourcing_peer, tmp, events, env)
     finally:
         await drop_schema(base, schema)
 
@@ -196,7 +270,8 @@ async def main() -> None:
     events = max(BATCH, args.events // BATCH * BATCH)
 
     columns: dict[str, list[dict[str, float] | str]] = {
-        "memory": [], "SQLite": [], "PostgreSQL": [], "raw sqlite3": [], "eventsourcing": []}
+        "memory": [], "SQLite": [], "raw sqlite3": [], "es SQLite": [], "jsonl": [],
+        "PostgreSQL": [], "raw asyncpg": [], "es PostgreSQL": []}
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         for _ in range(args.repeat):  # interleaved, so a noisy moment hits every column
@@ -204,26 +279,37 @@ async def main() -> None:
             store, raw = await sqlite_and_raw(tmp, events)
             columns["SQLite"].append(store)
             columns["raw sqlite3"].append(raw)
-            columns["PostgreSQL"].append(await postgres(args.url, events))
-            columns["eventsourcing"].append(eventsourcing_peer(tmp, events))
+            columns["es SQLite"].append(eventsourcing_peer(tmp, events))
+            columns["jsonl"].append(
+                await measure(f"jsonl:///{tmp / f'jsonl-{uuid.uuid4().hex}'}", events))
+            store, raw = await postgres_and_raw(args.url, events)
+            columns["PostgreSQL"].append(store)
+            columns["raw asyncpg"].append(raw)
+            columns["es PostgreSQL"].append(await eventsourcing_postgres(args.url, tmp, events))
     table = {name: best(runs) for name, runs in columns.items()}
+    ratios = {"SQLite/raw": ("SQLite", "raw sqlite3"), "SQLite/es": ("SQLite", "es SQLite"),
+              "PG/raw": ("PostgreSQL", "raw asyncpg"), "PG/es": ("PostgreSQL", "es PostgreSQL")}
 
     print(f"{events} events per phase, best of {args.repeat}; events/s")
     widths = {name: max(12, len(name) + 1) for name in table}
     print(f"{'':32s}" + "".join(f"{name:>{widths[name]}s}" for name in table)
-          + f"{'SQLite/raw':>12s}")
+          + "".join(f"{name:>11s}" for name in ratios))
+
     def cell(name: str, phase: str) -> str:
         figures = table[name]
         if isinstance(figures, dict) and phase in figures:
             return f"{figures[phase]:>{widths[name]},.0f}"
         return f"{'-':>{widths[name]}s}"
 
+    def ratio(top: str, bottom: str, phase: str) -> str:
+        a, b = table[top], table[bottom]
+        if isinstance(a, dict) and isinstance(b, dict) and phase in a and phase in b:
+            return f"{a[phase] / b[phase]:11.2f}"
+        return f"{'-':>11s}"
+
     for phase in PHASES:
-        lite, raw = table["SQLite"], table["raw sqlite3"]
-        ratio = (f"{lite[phase] / raw[phase]:12.2f}"  # type: ignore[index]
-                 if isinstance(lite, dict) and isinstance(raw, dict) and phase in raw
-                 else f"{'-':>12s}")
-        print(f"{phase:32s}" + "".join(cell(name, phase) for name in table) + ratio)
+        print(f"{phase:32s}" + "".join(cell(name, phase) for name in table)
+              + "".join(ratio(*pair, phase) for pair in ratios.values()))
     for name, figures in table.items():
         if not isinstance(figures, dict):
             print(f"{name} column skipped: {figures}")

@@ -9,14 +9,16 @@ RecordedEvent.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from .clock import to_micros
-from .errors import InvalidEventError
+from .errors import CorruptEventError, InvalidEventError
 from .events import BUILTIN_PAYLOADS, Event, RecordedEvent
+from .rollup import CALL_TYPES
 
 _encoder = msgspec.json.Encoder(decimal_format="string")
 _sorted_encoder = msgspec.json.Encoder(order="sorted", decimal_format="string")
@@ -41,6 +43,11 @@ class PreparedEvent(msgspec.Struct, frozen=True):
 def encode_event(event: Event) -> bytes:
     try:
         return _encoder.encode(event)
+    except RecursionError:
+        raise InvalidEventError(
+            f"event {event.id} (type {event.type!r}) nests data too deeply to be stored; "
+            "flatten it (a few hundred levels at most)"
+        ) from None
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidEventError(
             f"event {event.id} (type {event.type!r}) cannot be stored as JSON: {exc}. Keep "
@@ -72,6 +79,45 @@ def decode_recorded(document: bytes | str) -> RecordedEvent:
     return _decoder.decode(document)
 
 
+def decode_stored(seq: int, document: bytes | str) -> RecordedEvent:
+    """A stored row's event; a row that does not decode (or names another seq) raises
+    CorruptEventError with its seq, never a raw decoding error."""
+    try:
+        event = _decoder.decode(document)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise CorruptEventError(seq, str(exc)) from None
+    if event.seq != seq:
+        raise CorruptEventError(seq, f"its document says seq {event.seq}")
+    return event
+
+
+def encode_visible(event: Event) -> tuple[bytes, Event]:
+    """The stored JSON of an event and the event as a read gives it back (Decimal and
+    datetime values become strings, tuples lists). JSON has no NaN or infinity: msgspec
+    would store them as null, silently changing what was recorded, so they are refused."""
+    body = encode_event(event)
+    visible = decode_event(body)
+    if visible.data != event.data or visible.metadata != event.metadata:
+        _refuse_non_finite(event)  # only a changed payload can hide one
+    return body, visible
+
+
+def _refuse_non_finite(event: Event) -> None:
+    stack: list[Any] = [event.data, event.metadata]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidEventError(
+                    f"event {event.id} (type {event.type!r}) holds {value!r}, which JSON "
+                    "cannot represent; store None or a string instead"
+                )
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+
+
 def recorded(event: Event, seq: int, recorded_at: datetime) -> RecordedEvent:
     return RecordedEvent(
         type=event.type,
@@ -96,25 +142,71 @@ def _check_json_object(name: str, value: Any, event_id: str) -> None:
                                     f"{key!r}")
 
 
+MAX_ID = 200  # characters of an event id or type
+MAX_SCOPE_ID = 500  # characters of a conversation_id or user_id (indexed on every backend)
+
+
+def _clean(value: str) -> str | None:
+    """Why `value` cannot be an indexed text column anywhere, or None if it can. The same
+    rule on every backend: PostgreSQL refuses NUL in text and lone surrogates in UTF-8."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid Unicode text ({exc.reason})"
+    return None
+
+
+def _plain(value: Any, limit: int) -> bool:
+    """The common case, checked fast: a short non-empty ASCII string with no NUL."""
+    return type(value) is str and 0 < len(value) <= limit and value.isascii() \
+        and "\x00" not in value
+
+
+def _check_text(event_id: str, name: str, value: Any, limit: int, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or (not value and not optional):
+        kind = "a string or None" if optional else "a non-empty string"
+        got = repr(value) if isinstance(value, str) else type(value).__name__
+        raise InvalidEventError(f"event {event_id}: {name} must be {kind}, got {got}")
+    if len(value) > limit:
+        raise InvalidEventError(f"event {event_id}: {name} has {len(value)} characters; at "
+                                f"most {limit} are allowed")
+    problem = _clean(value)
+    if problem is not None:
+        raise InvalidEventError(f"event {event_id}: {name} {problem}")
+
+
 def validate(event: Any) -> Event:
-    """Check an event before anything else touches it (msgspec does not type-check init)."""
+    """Check an event before anything else touches it (msgspec does not type-check init).
+
+    Every backend gets the same rules, so a value one database would refuse fails alone,
+    here, instead of failing the group it was committed with."""
     if not isinstance(event, Event):
         raise InvalidEventError(
             f"expected an eventstore.Event, got {type(event).__name__}; build one with "
             "Event(type=..., data={...})"
         )
-    if not isinstance(event.id, str) or not event.id or len(event.id) > 200:
-        raise InvalidEventError("event id must be a non-empty string of at most 200 characters")
-    if not isinstance(event.type, str) or not event.type or len(event.type) > 200:
-        raise InvalidEventError(
-            f"event {event.id}: type must be a non-empty string of at most 200 characters, "
-            f"got {event.type!r}"
-        )
+    if not _plain(event.id, MAX_ID):
+        if not isinstance(event.id, str) or not event.id or len(event.id) > MAX_ID:
+            raise InvalidEventError(
+                f"event id must be a non-empty string of at most {MAX_ID} characters")
+        problem = _clean(event.id)
+        if problem is not None:
+            raise InvalidEventError(f"event id {event.id!r} {problem}")
+    if not _plain(event.type, MAX_ID):
+        if not isinstance(event.type, str) or not event.type or len(event.type) > MAX_ID:
+            raise InvalidEventError(
+                f"event {event.id}: type must be a non-empty string of at most {MAX_ID} "
+                f"characters, got {event.type!r}"
+            )
+        _check_text(event.id, "type", event.type, MAX_ID, optional=False)
     for name in ("conversation_id", "user_id"):
         value = getattr(event, name)
-        if value is not None and not isinstance(value, str):
-            raise InvalidEventError(f"event {event.id}: {name} must be a string or None, got "
-                                    f"{type(value).__name__}")
+        if value is not None and not _plain(value, MAX_SCOPE_ID):
+            _check_text(event.id, name, value, MAX_SCOPE_ID, optional=True)
     _check_json_object("data", event.data, event.id)
     _check_json_object("metadata", event.metadata, event.id)
     moment = event.occurred_at
@@ -123,6 +215,18 @@ def validate(event: Any) -> Event:
             f"event {event.id}: occurred_at must be a timezone-aware datetime "
             "(e.g. datetime.now(UTC))"
         )
+    try:
+        if moment.utcoffset():
+            moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEventError(
+            f"event {event.id}: occurred_at {moment.isoformat()} is out of range in UTC"
+        ) from None
+    if event.type in CALL_TYPES:
+        for name in ("provider", "model"):
+            value = event.data.get(name)
+            if isinstance(value, str):
+                _check_text(event.id, f"data[{name!r}]", value, MAX_ID, optional=False)
     payload_type = BUILTIN_PAYLOADS.get(event.type)
     if payload_type is not None:
         try:
@@ -137,3 +241,10 @@ def validate(event: Any) -> Event:
 def decode_event(document: bytes) -> Event:
     """An event as it reads back from the log (Decimal and datetime values become strings)."""
     return _event_decoder.decode(document)
+
+
+def prepare(event: Event) -> PreparedEvent:
+    """An event ready for `Backend.commit_group` as it is, with no hooks and no encryption
+    (what backend tests and tools commit; the store's write path adds those steps)."""
+    body, visible = encode_visible(validate(event))
+    return PreparedEvent(visible=visible, body=body, digest=digest_of(visible))

@@ -55,6 +55,23 @@ class BackendError(EventStoreError):
     """The storage backend failed (disk, lock, connection); the operation did not complete."""
 
 
+class CorruptEventError(BackendError):
+    """A stored event cannot be decoded (a damaged or hand-edited row); `seq` names it.
+
+    Nothing of the log is changed by reading it: restore the row from a backup, or stop
+    reading before it. A subscription that meets one is marked failed with this seq
+    rather than restarted in a loop.
+    """
+
+    def __init__(self, seq: int, detail: str) -> None:
+        self.seq = seq
+        super().__init__(
+            f"the stored event at seq {seq} is corrupt and cannot be read ({detail}); the "
+            "log was changed outside eventstore: restore that row from a backup "
+            "(eventstore verify names the first bad seq)"
+        )
+
+
 class SchemaVersionError(BackendError):
     """The database was written by a newer eventstore whose schema this version cannot read."""
 
@@ -116,6 +133,15 @@ class SnapshotError(EventStoreError, ValueError):
 
 class MissingDependencyError(EventStoreError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class PromptNotFoundError(EventStoreError, LookupError):
+    """No prompt of that name (or version, or no active version) is registered."""
+
+
+class PromptConflictError(EventStoreError):
+    """A prompt version is already registered with other content; versions never change,
+    register a new version instead."""
 
 
 class InvalidBudgetError(EventStoreError, ValueError):

@@ -16,17 +16,19 @@ their user was forgotten in this process after the event was prepared.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .codec import PreparedEvent, decode_event, digest_of, encode_event, recorded, validate
+from .backends.protocols import KeyStore
+from .codec import PreparedEvent, digest_of, encode_event, encode_visible, recorded, validate
 from .errors import DuplicateEventError, EncryptionError, InvalidEventError, RedactionError
 from .events import Event, RecordedEvent
 from .privacy.hooks import RedactHook, copies_on_write, run_hooks
 from .query import Query
+from .scope import merge_metadata
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -40,8 +42,11 @@ class WritePipeline:
     what callers may see."""
 
     def __init__(self, backend: Backend, hooks: Sequence[RedactHook] = (),
-                 encryption: Encryption | None = None) -> None:
+                 encryption: Encryption | None = None,
+                 metadata: Mapping[str, Any] | None = None) -> None:
         self._backend = backend
+        # the store's own metadata, under every event's (AITracer's global set_metadata)
+        self._metadata = dict(metadata or {})
         self._hooks = tuple(hooks)
         # hooks that copy on write and found nothing hand back the very event, validated
         # already: no second validation
@@ -57,6 +62,10 @@ class WritePipeline:
         from .privacy.encryption import is_encrypted
 
         self.sealed_without_key = await is_encrypted(self._backend)
+
+    def add_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """More store-wide metadata, for the events prepared from now on."""
+        self._metadata = merge_metadata(self._metadata, metadata)
 
     # --- the way in ----------------------------------------------------------------------
 
@@ -76,6 +85,9 @@ class WritePipeline:
             event = Event(**{f: getattr(event, f) for f in Event.__struct_fields__})
         if event.occurred_at.utcoffset():
             event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(UTC))
+        if self._metadata:
+            event = msgspec.structs.replace(
+                event, metadata=merge_metadata(self._metadata, event.metadata))
         if self._hooks and not audit:
             original = event
             event = await run_hooks(self._hooks, event)
@@ -86,8 +98,7 @@ class WritePipeline:
                 raise RedactionError(
                     f"a redact hook produced an invalid event ({exc}); nothing was written"
                 ) from exc
-        body = encode_event(event)
-        visible = decode_event(body)  # what a read gives back: callers see the same
+        body, visible = encode_visible(event)  # visible: what a read gives back
         digest = digest_of(visible)
         if self.encryption is not None and not audit:  # stored differs from what is seen
             sealed, digest = await self.encryption.seal_with_digest(visible, digest)
@@ -115,7 +126,7 @@ class WritePipeline:
         """With encryption, a retry of a forgotten user's event cannot match what is stored:
         its fingerprint was keyed with the destroyed key. Say so rather than "different
         content"; the stored copy stays erased either way."""
-        if self.encryption is None:
+        if self.encryption is None or not isinstance(self._backend, KeyStore):
             return exc
         user_id = next((p.visible.user_id for p in prepared
                         if p.visible.id == exc.event_id), None)

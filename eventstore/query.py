@@ -129,7 +129,11 @@ def check_limit(limit: Any) -> int:
     return limit
 
 
+MAX_SEQ = 2**63 - 1  # a 64-bit signed integer column, on every backend
+
+
 def check_seq(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidQueryError(f"{name}= must be a non-negative integer seq, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+        raise InvalidQueryError(
+            f"{name}= must be an integer seq from 0 to {MAX_SEQ}, got {value!r}")
     return value

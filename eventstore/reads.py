@@ -13,6 +13,7 @@ import msgspec
 
 from .backends.base import Backend
 from .cursor import CursorCodec
+from .errors import CorruptEventError
 from .events import RecordedEvent
 from .pipeline import WritePipeline
 from .query import Query, check_limit, check_seq
@@ -65,16 +66,26 @@ class LogReader:
     async def read(self, query: Query, from_seq: int = 0,
                    batch_size: int = READ_BATCH) -> AsyncIterator[RecordedEvent]:
         """Every matching event with seq >= from_seq, in order. The next page is fetched
-        while the current one is consumed."""
+        while the current one is consumed. A corrupt stored event ends the read with
+        CorruptEventError, after every event before it was given."""
         check_seq("from_seq", from_seq)
         batch_size = check_limit(batch_size)
         backend, reveal = self._backend, self._pipeline.reveal
+        after = max(from_seq - 1, 0)
         pending: asyncio.Future[list[RecordedEvent]] | None = asyncio.ensure_future(
-            backend.query(query, after_seq=max(from_seq - 1, 0), limit=batch_size)
+            backend.query(query, after_seq=after, limit=batch_size)
         )
         try:
             while pending is not None:
-                page = await pending
+                try:
+                    page = await pending
+                except CorruptEventError as exc:
+                    # The page holding the bad row is lost whole: give what precedes it
+                    # one event at a time (a repair path, bounded by one page), then stop.
+                    pending = None
+                    async for event in self._before(query, after, exc.seq):
+                        yield event
+                    raise
                 pending = None
                 if len(page) == batch_size:
                     pending = asyncio.ensure_future(
@@ -82,6 +93,20 @@ class LogReader:
                     )
                 for event in await reveal(page):
                     yield event
+                if page:
+                    after = page[-1].seq
         finally:
             if pending is not None:
                 pending.cancel()
+
+    async def _before(self, query: Query, after: int, bad: int) -> AsyncIterator[RecordedEvent]:
+        while after < bad - 1:
+            try:
+                page = await self._backend.query(query, after_seq=after, limit=1)
+            except CorruptEventError:
+                return
+            if not page or page[0].seq >= bad:
+                return
+            (event,) = await self._pipeline.reveal(page)
+            yield event
+            after = event.seq

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from . import signals
+from . import prompts, signals
 from .backends import backend_for_url
 from .backends.base import Backend
+from .backends.protocols import CommitListener
 from .budgets import Budget, BudgetStatus, BudgetWatcher, check_budgets
 from .calls import CallRecorder, LLMCall, Metrics, compute_metrics, read_calls
 from .clock import utcnow
@@ -43,14 +44,24 @@ from .errors import (
     SubscriptionError,
 )
 from .events import Event, RecordedEvent
+from .feedback import feedback_event, find_last_call
 from .operations import instrumented, send_span, send_start
 from .pipeline import WritePipeline
 from .pricing.ledger import CostLedger
 from .privacy.hooks import RedactHook
 from .projections import runner
+from .prompts import Prompt
 from .query import build_query, check_seq, check_time
 from .reads import READ_BATCH, LogReader, Page
-from .scope import ConversationScope
+from .rollup import CostFilters
+from .scope import (
+    ConversationScope,
+    TraceScope,
+    check_store_metadata,
+    merge_metadata,
+    note_call,
+    scoped,
+)
 from .subscription_host import StoreHost
 from .subscriptions import Guardian, Handler, Registry, Subscription
 from .subscriptions.subscription import DEFAULT_HANDLER_TIMEOUT
@@ -99,6 +110,7 @@ class EventStore:
         encryption: Encryption | None = None,
         retention: Retention | None = None,
         url: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
         receiver_timeout: float | None = signals.DEFAULT_RECEIVER_TIMEOUT,
         budgets: Sequence[Budget] = (),
     ) -> None:
@@ -112,10 +124,11 @@ class EventStore:
                 "destroying the keys it is encrypted with"
             )
         self.retention = retention
-        self.pipeline = WritePipeline(backend, redact, encryption)
+        self.metadata = check_store_metadata(metadata)
+        self.pipeline = WritePipeline(backend, redact, encryption, self.metadata)
         self._cursor_secret = cursor_secret
         self._reader = LogReader(backend, self.pipeline)
-        self._ledger = CostLedger(self._reader, self.append, pricing)
+        self._ledger = CostLedger(self._reader, self.append, pricing, backend=backend)
         self._calls = CallRecorder(self._reader, self.append_many, lambda: self._ledger.pricing)
         self._writer = GroupCommitWriter(backend, self._after_commit, max_group=max_group)
         self._runner: asyncio.Task[None] | None = None
@@ -131,14 +144,16 @@ class EventStore:
         self._budgets = BudgetWatcher(self, budgets)
         self._registry = Registry(self._host)
         self.guardian = Guardian(self._host, self._registry, interval=guardian_interval,
-                                 check_listener=getattr(backend, "check_listener", None))
+                                 check_listener=backend.check_listener
+                                 if isinstance(backend, CommitListener) else None)
 
     @classmethod
     def open(cls, url: str, *, redact: Sequence[RedactHook] = (), **options: Any) -> EventStore:
         """A store for `url`; use it as `async with EventStore.open(url) as store:`.
 
         URLs: `memory://` (private) or `memory://name` (shared in this process),
-        `sqlite:///relative.db`, `sqlite:////absolute.db`, `postgresql://user@host:port/db`.
+        `sqlite:///relative.db`, `sqlite:////absolute.db`, `jsonl:///relative/dir`,
+        `jsonl:////absolute/dir`, `postgresql://user@host:port/db`.
 
         Store options:
         - `redact`: redact hooks, run in order on every event before anything is written;
@@ -153,6 +168,8 @@ class EventStore:
           without it (reads then show `[ENCRYPTED]`).
         - `retention`: a Retention, so personal fields are keyed per user and period and
           `apply_retention` erases the periods older than `content_after`.
+        - `metadata`: a dict added to the metadata of every event of this store (the
+          event's own keys win; `tags` add up), e.g. `{"service": "api", "env": "prod"}`.
         - `receiver_timeout`: seconds an async signal receiver may take per delivery
           before it is abandoned (default 30; None: no limit).
         - `budgets`: a list of `Budget`s; each alerts once per scope, window and threshold
@@ -162,13 +179,16 @@ class EventStore:
         - SQLite: `synchronous` ("normal" or "full"), `busy_timeout` (ms), `create`
           (False: refuse to create a missing file), `watch_interval` (seconds between checks
           for other processes' commits, which wake subscriptions).
+        - jsonl: `synchronous`, `lock_timeout` (seconds), `create`, `watch_interval`, and
+          `clock` (a function returning the UTC time, which picks the day file).
         - PostgreSQL: `schema`, `pool_size`, `min_pool_size`, `command_timeout`,
           `connect_timeout`, `create` (False: refuse a schema that holds no store); other
           query options go to asyncpg.
         """
         store_options = {k: options.pop(k) for k in
                          ("cursor_secret", "max_group", "guardian_interval", "pricing",
-                          "encryption", "receiver_timeout", "retention", "budgets")
+                          "encryption", "metadata", "receiver_timeout", "retention",
+                          "budgets")
                          if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
@@ -201,10 +221,9 @@ class EventStore:
             await self.backend.close()
             raise
         self._open = True
-        listen = getattr(self.backend, "listen", None)
-        if listen is not None:  # other processes' commits wake our subscriptions
+        if isinstance(self.backend, CommitListener):  # others' commits wake subscriptions
             try:
-                await listen(self._registry.note_head)
+                await self.backend.listen(self._registry.note_head)
             except BaseException:
                 await self.close()
                 raise
@@ -284,9 +303,8 @@ class EventStore:
             await self._runner
         self.dispatcher.discard()
         self._registry.disconnect()
-        unlisten = getattr(self.backend, "unlisten", None)
-        if unlisten is not None:  # a shared in-process log outlives this store
-            unlisten(self._registry.note_head)
+        if isinstance(self.backend, CommitListener):  # a shared log outlives this store
+            self.backend.unlisten(self._registry.note_head)
         await self.backend.close()
 
     async def __aenter__(self) -> Self:
@@ -405,15 +423,78 @@ class EventStore:
         )
 
     def conversation(
-        self, conversation_id: str, user_id: str | None = None, **metadata: Any
+        self, conversation_id: str, user_id: str | None = None, *,
+        tags: Iterable[str] = (), **metadata: Any
     ) -> ConversationScope:
         """Attribute the LLM calls made inside `with` / `async with` to a conversation.
 
-        Instrumented clients (eventstore.integrations) use these ids when they were given
-        none of their own; `metadata` is added to the events they record. The scope is a
-        ContextVar: it follows tasks and `asyncio.to_thread`, never leaks across requests.
+        Instrumented clients (eventstore.integrations), record_cost and feedback use these
+        ids when they were given none of their own; `metadata` and `tags` are added to the
+        events they record. The scope is a ContextVar: it follows tasks and
+        `asyncio.to_thread`, never leaks across requests. `await scope.thumbs_up()`,
+        `thumbs_down()` and `feedback(text)` rate the conversation's last call.
         """
-        return ConversationScope(conversation_id, user_id, **metadata)
+        return ConversationScope(conversation_id, user_id, store=self, tags=tags, **metadata)
+
+    def set_metadata(self, **metadata: Any) -> None:
+        """Add metadata to every event this store appends from now on (AITracer's global
+        set_metadata; `EventStore.open(url, metadata=...)` sets it from the start)."""
+        self.pipeline.add_metadata(check_store_metadata(metadata))
+        self.metadata = merge_metadata(self.metadata, metadata)
+
+    def trace(self, trace_id: str, *, tags: Iterable[str] = (), **metadata: Any) -> TraceScope:
+        """A run: every call recorded inside `with` / `async with` carries `trace_id` and
+        its parent step (`scope.step(name)` opens one); `RunSummaries` sums runs up."""
+        return TraceScope(trace_id, tags=tags, **metadata)
+
+    @instrumented("feedback")
+    async def feedback(
+        self,
+        rating: float | None = None,
+        comment: str | None = None,
+        *,
+        call_id: str | None = None,
+        conversation_id: str | None = None,
+        user_id: str | None = None,
+    ) -> RecordedEvent:
+        """Append a `user_feedback` event rating a call (`call_id`: the id of its
+        `llm_call` event) with a number, a comment or both. Ids default to the scope's."""
+        self._check_open()
+        conversation_id, user_id, metadata = scoped(conversation_id, user_id, None)
+        return await self.append(feedback_event(
+            rating, comment, call_id=call_id, conversation_id=conversation_id,
+            user_id=user_id, metadata=metadata))
+
+    async def last_call_id(self, conversation_id: str) -> str | None:
+        """The call id of the conversation's last recorded call (None if it has none)."""
+        self._check_open()
+        return await find_last_call(self, conversation_id)
+
+    # --- prompts -----------------------------------------------------------------------
+
+    @instrumented("register_prompt")
+    async def register_prompt(
+        self, name: str, version: str, *, user: str, system: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Prompt:
+        """Register a prompt version (once: versions never change; the same content again
+        is a no-op, other content a PromptConflictError)."""
+        self._check_open()
+        return await prompts.register_prompt(self, name, version, user=user, system=system,
+                                             metadata=metadata)
+
+    @instrumented("activate_prompt")
+    async def activate_prompt(self, name: str, version: str) -> Prompt:
+        """Make a registered version the one `prompt(name)` returns."""
+        self._check_open()
+        return await prompts.activate_prompt(self, name, version)
+
+    @instrumented("prompt")
+    async def prompt(self, name: str, version: str | None = None) -> Prompt:
+        """A registered prompt version (default: the active one); PromptNotFoundError if
+        there is none. `with prompt.scope():` attributes the calls inside to it."""
+        self._check_open()
+        return await prompts.get_prompt(self, name, version)
 
     async def _after_commit(self, committed: list[RecordedEvent]) -> None:
         send = self.dispatcher.send
@@ -642,13 +723,19 @@ class EventStore:
         unknown model raises UnknownModelError and records nothing: never a $0 row.
         `cost=Decimal(...)` records a cost the provider reported instead of pricing the
         tokens (`price_source` "provider"). For whole calls use `record_llm_call`.
+        Inside a conversation(), trace() or prompt scope the call takes the scope's ids
+        (unless given) and metadata.
         """
-        return await self._costs.record_cost(
+        conversation_id, user_id, scoped_metadata = scoped(conversation_id, user_id, metadata)
+        recorded = await self._costs.record_cost(
             pricing=pricing, occurred_at=occurred_at, cost=cost, conversation_id=conversation_id,
             user_id=user_id, provider=provider, model=model, input_tokens=input_tokens,
             output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
-            cache_write_tokens=cache_write_tokens, latency_ms=latency_ms, metadata=metadata,
+            cache_write_tokens=cache_write_tokens, latency_ms=latency_ms,
+            metadata=scoped_metadata,
         )
+        note_call(recorded)
+        return recorded
 
     @instrumented("sum_cost")
     async def sum_cost(
@@ -658,15 +745,18 @@ class EventStore:
         user_id: str | None = None,
         provider: str | None = None,
         model: str | None = None,
+        tag: str | None = None,
         after: datetime | None = None,
         before: datetime | None = None,
     ) -> Decimal:
-        """The exact total cost of the matching cost records (filters combine with AND;
-        `after` / `before` bound the calls' time, occurred_at). Unpriced calls are not in
-        it: `metrics().unpriced_calls` counts them."""
-        query = build_query(conversation_id=conversation_id, user_id=user_id,
-                            after=after, before=before)
-        return await self._costs.sum_cost(query, provider, model)
+        """The exact total cost of the matching priced model calls (filters combine with
+        AND; `after` / `before` bound the calls' occurred_at; `tag` one of their
+        metadata["tags"]). Unpriced calls are left out, never counted as $0."""
+        filters = CostFilters(conversation_id=conversation_id, user_id=user_id,
+                              provider=provider, model=model, tag=tag,
+                              after=check_time("after", after),
+                              before=check_time("before", before))
+        return await self._costs.sum_cost(filters)
 
     @instrumented("get_cost_records")
     async def get_cost_records(
@@ -678,11 +768,12 @@ class EventStore:
         model: str | None = None,
         after: datetime | None = None,
         before: datetime | None = None,
+        tag: str | None = None,
     ) -> list[RecordedEvent]:
         """The cost_recorded events of a conversation (or matching the filters), in order."""
         query = build_query(conversation_id=conversation_id, user_id=user_id,
                             after=after, before=before)
-        return await self._costs.cost_records(query, provider, model)
+        return await self._costs.cost_records(query, provider, model, tag)
 
     # --- model calls -------------------------------------------------------------------
 
@@ -727,13 +818,15 @@ class EventStore:
         malformed call raises InvalidCallError and writes nothing.
         """
         self._check_open()
-        return await self._calls.record(
+        recorded = await self._calls.record(
             provider=provider, model=model, request=request, response=response,
             latency_ms=latency_ms, error=error, conversation_id=conversation_id,
             user_id=user_id, metadata=metadata, occurred_at=occurred_at, api=api,
             stream=stream, time_to_first_token_ms=time_to_first_token_ms, attempts=attempts,
             price_context=price_context, incomplete=incomplete,
             record_messages=record_messages)
+        note_call(recorded)  # what the conversation scope's thumbs_up() rates
+        return recorded
 
     @instrumented("calls")
     async def calls(

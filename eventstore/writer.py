@@ -100,6 +100,17 @@ class GroupCommitWriter:
                     ))
             raise
         except Exception as exc:
+            waiting = [request for request in group if not request[1].done()]
+            if len(waiting) > 1:
+                # One bad request (a value the database refuses) must not fail the others:
+                # commit each alone, so only the bad one fails. Ids are idempotency keys,
+                # so a request the failed group did commit after all is matched, not
+                # written twice.
+                log.warning("a group of %d appends failed (%r); committing them one by one",
+                            len(waiting), exc)
+                for request in waiting:
+                    await self._commit_group([request])
+                return
             error = exc if isinstance(exc, BackendError) else BackendError(
                 f"append failed in the backend: {exc!r}; nothing in this group was written"
             )

@@ -553,7 +553,8 @@ def test_parquet_without_pyarrow_is_a_one_line_error(log: Log, tmp_path: Path) -
     (blocker / "pyarrow" / "__init__.py").write_text("raise ImportError('no pyarrow here')\n")
     target = tmp_path / "out.parquet"
     result = run("export", "-o", str(target), url=log.url,
-                 env={"PYTHONPATH": str(blocker)})
+                 env={"PYTHONPATH": os.pathsep.join(  # keep the eventstore under test
+                     [str(blocker), *filter(None, [os.environ.get("PYTHONPATH")])])})
     assert (result.code, result.out) == (1, "")
     assert result.err == "error: Parquet export needs pyarrow: pip install " \
                          "'eventstore[parquet]'\n"

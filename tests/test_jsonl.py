@@ -352,3 +352,44 @@ def test_the_lock_file_is_an_flock(tmp_path: Path) -> None:
             assert (await store.append(msg("free again"))).seq == 2
 
     asyncio.run(main())
+
+
+async def test_a_subscriber_pages_other_processes_appends_without_a_gap(
+    tmp_path: Path,
+) -> None:
+    """Readers take no lock: paging while two processes append must still see every
+    event once, in seq order (the writers' groups interleave under the directory lock)."""
+    target = url(tmp_path)
+    async with EventStore.open(target, guardian_interval=3600) as store:
+        seen: list[RecordedEvent] = []
+        sub = await store.subscribe(seen.append, name="tail")
+        procs = [await spawn_writer(target, "fixed", "--tag", f"w{i}", "--rounds", "8",
+                                    "--singles", "5", "--batches", "1", "--batch-size", "5")
+                 for i in range(2)]
+        acked: list[tuple[str, int]] = []
+        try:
+            for proc in procs:
+                assert await read_line(proc) == "READY"
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write(b"go\n")
+                await proc.stdin.drain()
+            for proc in procs:
+                while (line := await read_line(proc, seconds=60)) != "DONE":
+                    _, event_id, seq = line.split()
+                    acked.append((event_id, int(seq)))
+                assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+        async def until() -> None:
+            while len(seen) < len(acked):  # noqa: ASYNC110 - the handler's list has no event
+                await asyncio.sleep(0.005)
+
+        await asyncio.wait_for(until(), 30)
+        assert [(e.id, e.seq) for e in seen] == sorted(acked, key=lambda a: a[1])
+        assert store.guardian.ticks == 0  # delivered by the directory watcher
+        await sub.stop()

@@ -17,7 +17,12 @@ def test_readme_opens_with_install_and_test_commands() -> None:
     first_block = re.search(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
     assert first_block is not None
     lines = [line for line in first_block.group(1).splitlines() if line.strip()]
-    assert lines == ["python -m pip install -e '.[dev]'", "python -m pytest -q"]
+    assert lines == ["bash scripts/install.sh", "python -m pytest -q"]
+    install = (README.parent / "scripts" / "install.sh").read_text()
+    assert "apt-get install -y -qq chromium" in install
+    assert "python -m pip install -e '.[dev]'" in install
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "bash scripts/install.sh" in ci and "\npython -m pytest -q\n" in ci
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))

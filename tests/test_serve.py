@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,7 +32,7 @@ pytest.importorskip("starlette")
 from starlette.testclient import TestClient
 
 from eventstore.cli.serve import is_loopback
-from eventstore.cli.serve.access import CSP, cookie_name
+from eventstore.cli.serve.access import CSP, TokenGate, cookie_name
 from eventstore.cli.serve.web import build_app
 
 TOKEN = "test-token-1234"
@@ -417,8 +418,12 @@ def test_tail_page_and_stream_show_events_as_another_store_commits(
         reader.join(TIMEOUT)
         assert result and [(e["seq"], e["type"]) for e in result[0]] == [(ping.seq, "ping")]
         assert result[0][0]["summary"] == msgspec.json.encode({"n": HOSTILE}).decode()
-        # The index followed too: the conversation listing knows the new message.
-        assert api(client, "/api/conversations")["conversations"][0]["messages"] == 4
+        # The index follows too (through its subscription, which may trail the stream's
+        # own read of the log): the conversation listing learns of the new message.
+        deadline = time.monotonic() + TIMEOUT
+        while api(client, "/api/conversations")["conversations"][0]["messages"] != 4:
+            assert time.monotonic() < deadline, "the index never saw the new message"
+            time.sleep(0.02)
         bad = client.get("/api/tail?after=x", headers=AUTH)
         assert bad.status_code == 400
     assert seeded[-1].seq == 3
@@ -485,3 +490,178 @@ def test_a_recorded_llm_call_and_its_cost_record_are_one_call(tmp_path: Path) ->
         body = get(client, "/conversations/k").text
         assert body.count('<div class="call"') == 1
         assert '<span class="cost">$0.00045</span>' in body and "250 ms" in body
+
+
+def test_home_favicon_and_the_otlp_mount_behind_the_same_token(log: Log) -> None:
+    received: list[tuple[str, bytes]] = []
+
+    def receiver(store: EventStore) -> Any:
+        assert isinstance(store, EventStore)  # made once the store is open
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            body = (await receive())["body"]
+            received.append((scope["method"], body))
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        return app
+
+    with TestClient(build_app(lambda: EventStore.open(log.url), TOKEN, otlp=receiver)) as c:
+        home = c.get("/", headers=AUTH, follow_redirects=False)
+        assert (home.status_code, home.headers["location"]) == (303, "/conversations")
+        icon = c.get("/favicon.ico", headers=AUTH)
+        assert icon.status_code == 200 and icon.text.startswith("<svg")
+        assert c.post("/v1/traces", content=b"spans").status_code == 401
+        assert received == []
+        ok = c.post("/v1/traces", content=b"spans", headers=AUTH)
+        assert ok.status_code == 200 and ok.headers["content-security-policy"] == CSP
+        assert received == [("POST", b"spans")]
+    with TestClient(build_app(lambda: EventStore.open(log.url), TOKEN)) as c:
+        assert c.post("/v1/traces", content=b"x", headers=AUTH).status_code == 404
+
+
+def test_a_host_other_than_loopback_is_served_with_a_warning(
+    log: Log, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvicorn
+    from click.testing import CliRunner
+
+    from eventstore.cli.app import cli
+
+    hosts: list[str] = []
+
+    async def serve(self: Any, sockets: Any = None) -> None:  # bind nothing, return at once
+        hosts.append(self.config.host)
+
+    monkeypatch.setattr(uvicorn.Server, "serve", serve)
+    exposed = CliRunner().invoke(cli, ["--db", log.url, "serve", "--host", "0.0.0.0"])
+    local = CliRunner().invoke(cli, ["--db", log.url, "serve"])
+    assert hosts == ["0.0.0.0", "127.0.0.1"]
+    assert "warning: listening on 0.0.0.0, not loopback" in exposed.stderr
+    assert "personal data" in exposed.stderr
+    assert "warning" not in local.stderr
+
+
+def test_a_large_log_is_indexed_in_the_background_while_the_viewer_answers(
+    log: Log,
+) -> None:
+    gate = threading.Event()
+
+    def opener() -> EventStore:
+        store = EventStore.open(log.url)
+        rebuild = store.rebuild
+
+        async def held(*projections: Any) -> Any:  # the index waits until the test says
+            await asyncio.to_thread(gate.wait, TIMEOUT)
+            return await rebuild(*projections)
+
+        store.rebuild = held  # type: ignore[method-assign]
+        return store
+
+    with TestClient(build_app(opener, TOKEN, index_before_serving=0)) as client:
+        for path in ("/api/conversations", "/api/costs", "/api/conversations/c1",
+                     "/api/violations"):
+            waiting = client.get(path, headers=AUTH)
+            assert waiting.status_code == 503, path
+            assert waiting.headers["retry-after"] == "2"
+            assert waiting.json()["error"].startswith("indexing the log: 0 of 0 events")
+        page = client.get("/conversations", headers=AUTH)
+        assert page.status_code == 503 and '<meta http-equiv="refresh" content="2">' in page.text
+        # What needs no index answers at once.
+        assert get(client, "/api/events/1").json()["event"]["seq"] == 1
+        assert get(client, "/subscriptions").status_code == 200
+        gate.set()
+        deadline = time.monotonic() + TIMEOUT
+        while (response := client.get("/api/conversations", headers=AUTH)).status_code == 503:
+            assert time.monotonic() < deadline, "the index was never built"
+            time.sleep(0.02)
+        assert [r["id"] for r in response.json()["conversations"]] == [EVIL_ID, "c2", "c1"]
+
+
+def test_ids_with_slashes_stay_one_link_and_no_redirect_leaves_the_host(tmp_path: Path
+                                                                         ) -> None:
+    url = f"sqlite:///{tmp_path / 'odd.db'}"
+    odd = "a/../b?x=1#y"
+    asyncio.run(append(url, *(Event(type="message_sent", conversation_id=odd,
+                                    data={"role": "user", "content": f"m{i}"})
+                              for i in range(3))))
+    with TestClient(build_app(lambda: EventStore.open(url), TOKEN)) as client:
+        listing = get(client, "/conversations").text
+        href = f"/conversations/{quote(odd, safe='')}"
+        assert f'href="{href}"' in listing
+        assert api(client, href.replace("/conversations", "/api/conversations", 1))[
+            "conversation"]["id"] == odd
+        paged = get(client, f"{href}?limit=1").text
+        assert 'href="/conversations/a%2F..%2Fb%3Fx%3D1%23y?limit=1&amp;cursor=' in paged
+
+
+async def test_the_token_redirect_never_leaves_the_host() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the redirect answers before the app")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "path": "//evil.example/x",
+             "query_string": f"token={TOKEN}&a=1".encode(), "headers": []}
+    await TokenGate(app, TOKEN)(scope, receive, send)
+    headers = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 303
+    assert headers[b"location"] == b"/evil.example/x?a=1"
+
+
+def test_record_llm_call_shows_one_card_and_its_exact_request_one_click_away(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'llm.db'}"
+    request = {"model": "gpt-4o", "temperature": 0.2,
+               "messages": [{"role": "system", "content": "be brief"},
+                            {"role": "user", "content": "hi <b>there</b>"}]}
+    response = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o",
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                    "role": "assistant", "content": "looking it up",
+                    "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                        "name": "lookup", "arguments": '{"q":1}'}}]}}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}
+
+    async def seed() -> list[RecordedEvent]:
+        async with EventStore.open(url) as store:
+            priced = await store.record_llm_call(
+                provider="openai", model="gpt-4o", request=request, response=response,
+                latency_ms=321.5, conversation_id="k", user_id="u")
+            failed = await store.record_llm_call(
+                provider="acme", model="mystery", latency_ms=10.0, response=None,
+                request={"model": "mystery", "messages": [{"role": "user", "content": "x"}]},
+                error={"type": "APIError", "message": "boom", "status_code": 500},
+                conversation_id="k", user_id="u")
+            return [priced, failed]
+
+    priced, failed = asyncio.run(seed())
+    with TestClient(build_app(lambda: EventStore.open(url), TOKEN)) as client:
+        (row,) = api(client, "/api/conversations")["conversations"]
+        assert (row["calls"], row["unpriced_calls"]) == (2, 1)
+        assert Decimal(row["cost"]) > 0
+        body = get(client, "/conversations/k").text
+        assert body.count('<div class="call"') == 2
+        assert '<span class="model">openai/gpt-4o</span>' in body and "322 ms" in body
+        assert "12 in / 3 out" in body
+        assert f'<a class="request" href="/events/{priced.seq}">request</a>' in body
+        assert "tool call: <code>" + str(escape('{"id":"call_1","name":"lookup",'
+                                              '"arguments":"{\\"q\\":1}"}')) in body
+        assert str(escape('error: {"type":"APIError","message":"boom","status_code":500}')) \
+            in body
+        assert '<span class="cost">unpriced</span>' in body
+        doc = api(client, f"/api/events/{priced.seq}")
+        assert doc["call"]["request"] == request  # rebuilt from the referenced messages
+        assert doc["call"]["response"] == response
+        page = html.unescape(get(client, f"/events/{priced.seq}").text)
+        assert "request, exactly as sent" in page
+        assert '"content": "hi <b>there</b>"' in page
+        assert api(client, f"/api/events/{priced.seq + 1}")["call"] is None  # its cost record
+        assert api(client, f"/api/events/{failed.seq}")["call"]["response"] is None

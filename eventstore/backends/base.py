@@ -1,4 +1,7 @@
-"""The Backend protocol, and the group-commit planning every backend shares.
+"""The records backends store, and the group-commit planning every backend shares.
+
+The protocols a backend implements are in eventstore.backends.protocols (`Backend` is
+re-exported here for the modules that import it from this one).
 
 A backend stores prepared events and answers reads; it never sees hooks, signals or
 cursors. Appends reach it as a *group*: several callers' requests committed in one
@@ -13,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import msgspec
 
@@ -21,7 +24,10 @@ from ..clock import from_micros
 from ..codec import PreparedEvent, place, recorded, stamp
 from ..errors import DuplicateEventError, EventStoreError
 from ..events import RecordedEvent
-from ..query import Query
+from .protocols import Backend
+
+__all__ = ["Backend", "Checkpoint", "GroupPlan", "KeyRecord", "NewRow", "Outcome", "StoredId",
+           "plan_group", "request_ids"]
 
 log = logging.getLogger("eventstore.backends")
 
@@ -159,59 +165,3 @@ def plan_group(
 
 def request_ids(requests: Sequence[Sequence[PreparedEvent]]) -> list[str]:
     return list({p.visible.id: None for request in requests for p in request})
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """Storage for the log, checkpoints, store metadata and encryption keys."""
-
-    async def open(self) -> None:
-        """Connect, and create or migrate the schema."""
-
-    async def close(self) -> None: ...
-
-    async def commit_group(
-        self, requests: Sequence[Sequence[PreparedEvent]]
-    ) -> tuple[list[Outcome], list[RecordedEvent]]:
-        """Commit a group in one transaction (see `plan_group`).
-
-        Returns each request's outcome and the events newly written, in seq order. Raises
-        (BackendError) only if the whole group failed and nothing was written.
-        """
-
-    async def query(self, query: Query, *, after_seq: int, limit: int) -> list[RecordedEvent]:
-        """Events matching `query` with seq > after_seq, ascending, at most `limit`."""
-
-    async def count(self, query: Query) -> int: ...
-
-    async def head(self) -> int:
-        """The highest committed seq (0 for an empty log)."""
-
-    async def secret(self) -> bytes:
-        """A random per-store secret (cursor MACs), created with the schema."""
-
-    async def load_checkpoint(self, name: str) -> Checkpoint | None: ...
-
-    async def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...
-
-    async def list_checkpoints(self) -> list[Checkpoint]: ...
-
-    async def delete_checkpoint(self, name: str) -> None: ...
-
-    async def get_meta(self, key: str) -> bytes | None:
-        """A value of the store's metadata (e.g. the encryption key-check value)."""
-
-    async def set_meta_if_absent(self, key: str, value: bytes) -> bytes:
-        """Store `value` under `key` unless one is there; returns the value that is stored
-        (so stores starting at once agree on one)."""
-
-    async def load_keys(self, user_ids: Sequence[str]) -> dict[str, KeyRecord]:
-        """The newest key generation of each of these users that has one."""
-
-    async def create_key(self, user_id: str, generation: int, wrapped: bytes) -> KeyRecord:
-        """Insert this generation of the user's key unless it exists; returns the stored
-        record (the winner, when stores create it at once)."""
-
-    async def destroy_keys(self, user_id: str) -> KeyRecord:
-        """Overwrite every wrapped key of the user, keeping tombstones (a tombstone of
-        generation 1 if the user had no key); returns the newest, now a tombstone."""

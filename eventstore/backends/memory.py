@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -13,7 +14,12 @@ from ..clock import utcnow
 from ..codec import PreparedEvent, decode_recorded
 from ..events import RecordedEvent
 from ..query import Query
-from .base import Checkpoint, KeyRecord, Outcome, StoredId, plan_group, request_ids
+from ..rollup import BucketKey, CallFacts, CostFilters, CostTotals
+from .base import Checkpoint, KeyRecord, NewRow, Outcome, StoredId, plan_group, request_ids
+from .derived import CountKey, Deltas
+
+DerivedWrite = Callable[[Sequence[NewRow], Deltas], None]
+_EVERYTHING = Query()
 
 _NAMED: dict[str, MemoryBackend] = {}
 
@@ -28,6 +34,8 @@ def named_memory_backend(name: str) -> MemoryBackend:
 
 
 class MemoryBackend:
+    """The log in a list; derived data (cost rollup, counts) in dicts beside it."""
+
     def __init__(self) -> None:
         self._events: list[RecordedEvent] = []
         self._by_id: dict[str, StoredId] = {}
@@ -39,6 +47,12 @@ class MemoryBackend:
         # Stores sharing a named log hear each other's commits, as processes sharing a
         # SQLite file or a PostgreSQL schema do (each on the loop it listened from).
         self._listeners: list[tuple[asyncio.AbstractEventLoop, Callable[[int], None]]] = []
+        self._buckets: dict[BucketKey, CostTotals] = {}
+        self._calls: list[CallFacts] = []  # by occurred_at, for partial days of a window
+        self._counts: dict[CountKey, int] = {}
+        # Derived writes of each commit (see eventstore.backends.derived); the integrity
+        # tree appends its writer here too.
+        self.derived_writers: list[DerivedWrite] = [self._add_rollup, self._add_counts]
 
     async def open(self) -> None:
         return None
@@ -54,6 +68,12 @@ class MemoryBackend:
         if self._last_recorded is not None and now < self._last_recorded:
             now = self._last_recorded  # keep recorded_at non-decreasing in seq order
         plan = plan_group(requests, stored, len(self._events) + 1, now)
+        if plan.rows and self.derived_writers:
+            # First, as a database transaction would: a writer that raises leaves the log
+            # as it was.
+            deltas = Deltas.of_rows(plan.rows)
+            for write in self.derived_writers:
+                write(plan.rows, deltas)
         for row in plan.rows:
             # What is stored is the document, as on disk: with encryption on it differs
             # from the event the caller sees.
@@ -76,6 +96,9 @@ class MemoryBackend:
     def unlisten(self, on_head: Callable[[int], None]) -> None:
         self._listeners = [(loop, f) for loop, f in self._listeners if f != on_head]
 
+    async def check_listener(self) -> bool:
+        return False  # calls on a loop cannot be lost
+
     async def query(self, query: Query, *, after_seq: int, limit: int) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []
         for event in self._events[after_seq:]:
@@ -85,7 +108,51 @@ class MemoryBackend:
                     break
         return out
 
+    def _add_rollup(self, rows: Sequence[NewRow], deltas: Deltas) -> None:
+        for key, totals in deltas.buckets.items():
+            known = self._buckets.get(key)
+            if known is None:
+                self._buckets[key] = known = CostTotals()
+            known.add(totals)
+        for facts in deltas.calls:
+            bisect.insort(self._calls, facts, key=lambda f: f.occurred_at)
+
+    def _add_counts(self, rows: Sequence[NewRow], deltas: Deltas) -> None:
+        for key, n in deltas.counts.items():
+            self._counts[key] = self._counts.get(key, 0) + n
+
+    async def cost_totals(self, filters: CostFilters) -> CostTotals:
+        """Totals of the matching model calls from the rollup (see eventstore.rollup)."""
+        totals = CostTotals()
+        days, edges = filters.split()
+        tag = filters.bucket_tag
+        wanted = filters.key_clauses()
+        if days is not None:
+            first, last = days
+            for (day, user_id, conversation_id, provider, model, bucket_tag), bucket in \
+                    self._buckets.items():
+                row = {"user_id": user_id, "conversation_id": conversation_id,
+                       "provider": provider, "model": model}
+                if bucket_tag == tag and first <= day <= last and all(
+                        row[column] == value for column, value in wanted):
+                    totals.add(bucket)
+        for low, high in edges:
+            start = bisect.bisect_left(self._calls, low, key=lambda f: f.occurred_at)
+            end = bisect.bisect_right(self._calls, high, key=lambda f: f.occurred_at)
+            for facts in self._calls[start:end]:
+                if filters.matches(facts):
+                    totals.add_call(facts)
+        return totals
+
     async def count(self, query: Query) -> int:
+        if query.after is None and query.before is None:
+            if query == _EVERYTHING:
+                return len(self._events)
+            return sum(n for (type_, user_id, conversation_id), n in self._counts.items()
+                       if (query.types is None or type_ in query.types)
+                       and (query.user_id is None or user_id == query.user_id)
+                       and (query.conversation_id is None
+                            or conversation_id == query.conversation_id))
         return sum(1 for e in self._events if query.matches(e, e.recorded_at))
 
     async def head(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,7 +30,7 @@ from ..events import COST_RECORDED, MESSAGE_SENT, Event, RecordedEvent, new_even
 from ..pricing.prices import PricingProvider
 from ..pricing.usage import CallPrice, other_cost, price_call, price_context_of, read_usage
 from ..reads import LogReader
-from ..scope import current_attribution
+from ..scope import scoped
 from .flavors import FLAVORS, detect_flavor, split_request
 from .messages import (
     Conversation,
@@ -44,6 +45,7 @@ __all__ = ["LLM_CALL", "CallRecorder", "to_json"]
 
 LLM_CALL: Final = "llm_call"
 _MAX_ERROR_MESSAGE: Final = 4_000
+_MAX_TRACEBACK: Final = 16_000  # its innermost frames, where a traceback is longer
 
 
 def to_json(value: Any) -> Any:
@@ -97,6 +99,10 @@ def error_data(error: BaseException | Mapping[str, Any] | None) -> dict[str, Any
     code = getattr(error, "code", None)
     if isinstance(code, str | int) and not isinstance(code, bool):
         data["code"] = code
+    if error.__traceback__ is not None:
+        # AiCore keeps the stack of a failed call; the store's redact hooks see it as text
+        # like any other field, so what is stored is the redacted traceback
+        data["traceback"] = "".join(traceback.format_exception(error))[-_MAX_TRACEBACK:]
     body = getattr(error, "body", None)
     if isinstance(body, Mapping):
         nested = body.get("error")
@@ -243,10 +249,8 @@ async def _record(
 ) -> RecordedEvent:
     """Record one model call (see the module docstring); returns its `llm_call` event.
     Ids left None come from the enclosing `store.conversation(...)` scope."""
-    scope = current_attribution()
-    conversation_id = conversation_id if conversation_id is not None else scope.conversation_id
-    user_id = user_id if user_id is not None else scope.user_id
-    metadata = {**scope.metadata, **(metadata or {})}
+    # the scopes' ids and metadata (trace, prompt, tags: tags add up)
+    conversation_id, user_id, metadata = scoped(conversation_id, user_id, metadata)
     _check(provider, model, request, response, latency_ms, occurred_at)
     if api is not None and api not in FLAVORS:
         raise InvalidCallError(f"api={api!r} must be one of {sorted(FLAVORS)}")

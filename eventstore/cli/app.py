@@ -10,6 +10,7 @@
     eventstore budgets
     eventstore alerts --follow
     eventstore count --type policy_violation
+    eventstore prompts
     eventstore --master-key-file master.key retention --content-after 30d --dry-run
 
 Data goes to stdout; progress bars, next-page cursors and errors go to stderr, so stdout
@@ -27,21 +28,22 @@ import sys
 import click
 
 from ..errors import EventStoreError, InvalidQueryError, UnsupportedURLError
-from . import budgets, costs, export, log, projections, retention, serve, subscriptions
+from . import budgets, costs, export, log, projections, prompts, retention, serve, subscriptions
 from .base import err, out
 
 DEFAULT_URL = "sqlite:///eventstore.db"
 
 # The command groups, each a module with a COMMANDS tuple; a new group is one more entry.
-GROUPS = (log, costs, export, projections, subscriptions, serve, retention, budgets)
+GROUPS = (log, costs, export, projections, subscriptions, serve, retention, prompts,
+          budgets)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--db", default=DEFAULT_URL, show_default=True, envvar="EVENTSTORE_URL",
               show_envvar=True, metavar="URL",
-              help="Store URL: sqlite:///path.db, sqlite:////abs/path.db or "
-                   "postgresql://user@host:port/db. A SQLite file must already exist "
-                   "(add ?create=1 to allow a new one).")
+              help="Store URL: sqlite:///path.db, sqlite:////abs/path.db, jsonl:///dir or "
+                   "postgresql://user@host:port/db. A SQLite file or jsonl directory must "
+                   "already exist (add ?create=1 to allow a new one).")
 @click.option("--master-key-file", type=click.Path(dir_okay=False), metavar="FILE",
               envvar="EVENTSTORE_MASTER_KEY_FILE", show_envvar=True,
               help="The master key of an encrypted store (base64 or hex), so its personal "

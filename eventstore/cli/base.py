@@ -199,7 +199,7 @@ def open_store(url: str, master_key_file: str | None = None, **extra: Any) -> Ev
     parts = urlsplit(url)
     # A typo'd path must be an error, not a new empty database that answers "no events".
     scheme = parts.scheme.lower()
-    if (scheme in ("sqlite", "postgresql", "postgres")
+    if (scheme in ("sqlite", "jsonl", "postgresql", "postgres")
             and "create" not in dict(parse_qsl(parts.query))):
         options["create"] = False
     try:

@@ -21,7 +21,7 @@ from ..store import EventStore
 from .base import emit_json, make_filters, note, out, pages, time_option, with_store
 from .render import cost_of, fmt_key, fmt_money
 
-GROUPS = ("user", "model", "provider", "day", "conversation")
+GROUPS = ("user", "model", "provider", "day", "conversation", "tag")
 
 
 @dataclass
@@ -61,6 +61,16 @@ def _tokens(event: RecordedEvent, name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def group_keys(event: RecordedEvent, by: str) -> list[str | None]:
+    """The groups an event counts in: one, except by tag, where a record with several
+    tags counts in each (and the total still once)."""
+    if by != "tag":
+        return [group_key(event, by)]
+    tags = event.metadata.get("tags")
+    found = [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+    return list(dict.fromkeys(found)) or [None]
+
+
 def group_key(event: RecordedEvent, by: str) -> str | None:
     if by == "user":
         return event.user_id
@@ -88,11 +98,11 @@ async def cost_totals(store: EventStore, f: Filters, by: str, *, provider: str |
             if cost is None:
                 totals.skipped += 1
                 continue
-            key = group_key(event, by)
-            group = totals.groups.get(key)
-            if group is None:
-                group = totals.groups[key] = CostGroup(key)
-            group.add(event, cost)
+            for key in group_keys(event, by):
+                group = totals.groups.get(key)
+                if group is None:
+                    group = totals.groups[key] = CostGroup(key)
+                group.add(event, cost)
             totals.total.add(event, cost)
     return totals
 
@@ -131,10 +141,11 @@ async def costs_cmd(store: EventStore, *, by: str, after: datetime | None,
                     before: datetime | None, conversation_id: str | None, user_id: str | None,
                     provider: str | None, model: str | None, top: int | None,
                     as_json: bool) -> None:
-    """Exact cost totals grouped by user, model, provider, day or conversation.
+    """Exact cost totals grouped by user, model, provider, day, conversation or tag.
 
     Days are the UTC date of each call (occurred_at); --after/--before bound the time the
-    cost was recorded, like every other filter.
+    cost was recorded, like every other filter. By tag, a record with several tags counts
+    in each of their groups (the total counts it once); untagged ones group as (none).
     """
     f = make_filters(conversation_id=conversation_id, user_id=user_id,
                      types=(COST_RECORDED,), after=after, before=before)

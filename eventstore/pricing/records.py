@@ -104,6 +104,11 @@ def matches(event: RecordedEvent, provider: str | None, model: str | None) -> bo
     )
 
 
+def has_tag(event: RecordedEvent, tag: str) -> bool:
+    tags = event.metadata.get("tags")
+    return isinstance(tags, list) and tag in tags
+
+
 def total(events: Iterable[RecordedEvent]) -> Decimal:
     """The exact sum of `total_cost` (Decimal addition of decimal strings never rounds
     within the default 28 digits for realistic amounts; we still sum in a wide context)."""

@@ -74,7 +74,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, cast
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -82,6 +82,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..backends.protocols import KeyLister, KeyStore
 from ..errors import EncryptionError, InvalidEventError
 from ..events import Event, RecordedEvent
 
@@ -277,7 +278,7 @@ class Encryption:
         if master_key is not None:  # fail at construction for a malformed literal key
             _decode_master_key(master_key, "master_key=")
         self._wrap: AESGCM | None = None
-        self._backend: Backend | None = None
+        self._backend: KeyStore | None = None
         self._keys: OrderedDict[str, _Key] = OrderedDict()
         # Bumped by every forget: a key-table answer read before a forget finished must not
         # be cached after it.
@@ -322,12 +323,12 @@ class Encryption:
     async def bind(self, backend: Backend, *, period: Period | None = None) -> None:
         """At store start: check the master key against the store's key-check value
         (recorded by the first start) and keep the backend to load keys from."""
-        if self._backend is not None and self._backend is not backend:
+        if self._backend is not None and self._backend is not cast(object, backend):
             raise EncryptionError(
                 "this Encryption is already used by another store; create one Encryption per "
                 "store (its key cache belongs to one store's key table)"
             )
-        if not callable(getattr(backend, "load_keys", None)):
+        if not isinstance(backend, KeyStore):
             raise EncryptionError(
                 f"the {type(backend).__name__} backend cannot store encryption keys"
             )
@@ -347,7 +348,7 @@ class Encryption:
             )
         # Once a store has per-period keys (retention), every writer keeps making them,
         # or content appended by a process without retention= would never expire.
-        if period is not None and not callable(getattr(backend, "key_owners", None)):
+        if period is not None and not isinstance(backend, KeyLister):
             raise EncryptionError(
                 f"the {type(backend).__name__} backend cannot list its keys (key_owners), "
                 "which retention needs")
@@ -381,7 +382,7 @@ class Encryption:
         return _Key(record.generation, AESGCM(secret),
                     _derive(secret, b"eventstore/v1/digest"), time.monotonic())
 
-    def _backend_or_fail(self) -> Backend:
+    def _backend_or_fail(self) -> KeyStore:
         if self._backend is None or self._wrap is None:
             raise EncryptionError("encryption is not bound to an open store")
         return self._backend
@@ -456,7 +457,7 @@ class Encryption:
                 self._wanted = {}
                 raise
 
-    async def _create_key(self, backend: Backend, user_id: str,
+    async def _create_key(self, backend: KeyStore, user_id: str,
                           newest: KeyRecord | None) -> _Key:
         assert self._wrap is not None
         for _ in range(10):
@@ -795,17 +796,15 @@ def _describe(envelope: str, user_id: str | None) -> str:
     return f"user {user!r}" + (f" for period {period}" if period else "")
 
 
-async def _key_owners(backend: Backend, prefix: str | None) -> list[str]:
-    list_owners = getattr(backend, "key_owners", None)
-    if list_owners is None and prefix is not None:
-        return []  # forget: without per-period keys (which need key_owners) none to find
-    if list_owners is None:
+async def _key_owners(backend: KeyStore, prefix: str | None) -> list[str]:
+    if not isinstance(backend, KeyLister):
+        if prefix is not None:
+            return []  # forget: without per-period keys (which need key_owners) none to find
         raise EncryptionError(
             f"the {type(backend).__name__} backend cannot list its keys (key_owners), which "
             "forgetting by period and retention need"
         )
-    owners: list[str] = await list_owners(prefix)
-    return owners
+    return await backend.key_owners(prefix)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

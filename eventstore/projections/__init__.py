@@ -6,6 +6,7 @@ from .guardrails import GuardrailViolations, Violation
 from .latency import LatencyStats
 from .memory import MemoryTrims
 from .prompts import USER_FEEDBACK, PromptVersions, PromptVersionStats
+from .runs import RunSummaries, RunSummary
 
 __all__ = [
     "USER_FEEDBACK",
@@ -17,6 +18,8 @@ __all__ = [
     "Projection",
     "PromptVersionStats",
     "PromptVersions",
+    "RunSummaries",
+    "RunSummary",
     "SnapshotError",
     "State",
     "StructProjection",

@@ -2,10 +2,11 @@
 
 Attribution comes from event metadata: `prompt_name` and `prompt_version` on cost records
 and on `user_feedback` events. Feedback usually arrives later and without that metadata,
-so it goes to the prompt of the conversation's latest cost record that named one (the
-answer being rated is the last prompted call; an unprompted side call, say a summariser,
-does not take the rating away from it). Feedback that can be attributed to nothing is
-counted in `unattributed_feedback`.
+so it goes to the prompt of the call it names (`call_id`, see store.feedback), else to
+the prompt of the conversation's latest cost record that named one (the answer being
+rated is the last prompted call; an unprompted side call, say a summariser, does not take
+the rating away from it). Feedback that can be attributed to nothing is counted in
+`unattributed_feedback`; feedback without a rating (a comment) is no rating.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class PromptsState(State, kw_only=True):
     rows: list[PromptRow] = msgspec.field(default_factory=list)
     # conversation -> (prompt_name, prompt_version) of its latest prompted cost record
     last_prompt: dict[str, tuple[str, str | None]] = msgspec.field(default_factory=dict)
+    # call id (of the llm_call, or of the cost record) -> its prompt, for rated calls
+    call_prompt: dict[str, tuple[str, str | None]] = msgspec.field(default_factory=dict)
     unattributed_feedback: int = 0
 
 
@@ -164,10 +167,16 @@ class PromptVersions(StructProjection[PromptsState]):
         conversation_id = event.conversation_id
         if conversation_id is not None:
             self._state.last_prompt[conversation_id] = key
+        self._state.call_prompt[event.id] = key
+        call_id = data.get("call_id")
+        if type(call_id) is str:
+            self._state.call_prompt[call_id] = key
 
     def _apply_feedback(self, event: RecordedEvent) -> None:
         try:
             rating = event.data["rating"]
+            if rating is None:  # a comment without a rating
+                return
             kind = type(rating)
             if kind is int:
                 rating = float(rating)
@@ -180,7 +189,10 @@ class PromptVersions(StructProjection[PromptsState]):
             self._state.skipped += 1
             return
         key: tuple[str, str | None] | None
-        if name is not None:
+        call_id = event.data.get("call_id")
+        if type(call_id) is str and call_id in self._state.call_prompt:
+            key = self._state.call_prompt[call_id]
+        elif name is not None:
             key = (name, version)
         else:
             conversation_id = event.conversation_id

@@ -40,7 +40,13 @@ import anyio
 
 from .. import signals
 from ..backends.base import Checkpoint
-from ..errors import CatchUpTimeoutError, EventStoreError, HandlerTimeoutError, SubscriptionError
+from ..errors import (
+    CatchUpTimeoutError,
+    CorruptEventError,
+    EventStoreError,
+    HandlerTimeoutError,
+    SubscriptionError,
+)
 from ..events import RecordedEvent
 from ..query import Query
 from .host import Host
@@ -131,6 +137,8 @@ class Subscription:
         self.status = Status.STARTING
         self.last_error: BaseException | None = None
         self.failed_event: RecordedEvent | None = None
+        # The seq of a stored event that could not be read (CorruptEventError), if any.
+        self.failed_seq: int | None = None
         self.retries = 0
         self.timeouts = 0
         self.delivered = 0
@@ -190,6 +198,8 @@ class Subscription:
             text += f", last error {self.last_error!r}"
         if self.failed_event is not None:
             text += f" on event seq {self.failed_event.seq}"
+        elif self.failed_seq is not None:
+            text += f" on the corrupt stored event at seq {self.failed_seq}"
         return text
 
     def __repr__(self) -> str:
@@ -334,6 +344,9 @@ class Subscription:
                 await self._run()
         except _HandlerGaveUp:
             pass
+        except CorruptEventError as exc:
+            # Restarting would meet the same row again: a crash loop that delivers nothing.
+            await self._fail_on_corrupt(exc)
         except Exception as exc:  # never let one subscription take the store down
             self.status = Status.CRASHED
             self.last_error = exc
@@ -469,6 +482,20 @@ class Subscription:
                                    subscription=self, event=event, exception=exc)
         raise _HandlerGaveUp from exc
 
+    async def _fail_on_corrupt(self, exc: CorruptEventError) -> None:
+        log.error("subscription %s failed: %s", self.name, exc)
+        self.disconnect()
+        self.last_error = exc
+        self.failed_seq = exc.seq
+        try:
+            if self.durable:  # the events before the bad row were handled: keep that
+                await self.save_checkpoint()
+        except EventStoreError:
+            log.exception("could not save the checkpoint of subscription %s", self.name)
+        self.status = Status.FAILED
+        self._host.dispatcher.send(signals.subscription_failed, self._host.sender,
+                                   subscription=self, event=None, exception=exc)
+
     async def _maybe_checkpoint(self) -> None:
         if self.durable and self._position - self._saved_position >= self.checkpoint_every:
             await self.save_checkpoint()
@@ -518,6 +545,7 @@ class Subscription:
             return
         self.restarts += 1
         self.failed_event = None
+        self.failed_seq = None
         if not self.attached:
             self.connect()
         self.start()

@@ -173,8 +173,8 @@ def test_no_module_reaches_into_another_modules_private_state() -> None:
 def test_public_names_are_pinned_and_documented() -> None:
     assert sorted(eventstore.__all__) == sorted([
         "BackendError", "Budget", "BudgetExceededError", "BudgetStatus",
-        "CatchUpTimeoutError", "DuplicateEventError", "Encryption", "EncryptionError",
-        "Event", "EventStore", "EventStoreError", "HandlerTimeoutError",
+        "CatchUpTimeoutError", "CorruptEventError", "DuplicateEventError", "Encryption",
+        "EncryptionError", "Event", "EventStore", "EventStoreError", "HandlerTimeoutError",
         "InvalidCursorError", "InvalidEventError", "InvalidOptionError", "InvalidPriceError",
         "InvalidQueryError", "InvalidUsageError",
         "MissingDependencyError", "ModelPrice", "PIIRedactor", "Page", "PriceTable",

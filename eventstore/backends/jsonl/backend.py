@@ -88,12 +88,12 @@ class JsonlBackend:
 
     def _open(self) -> bytes:
         if not self.directory.is_dir():
-            if not self._create or not self.directory.parent.is_dir():
-                raise BackendError(
-                    f"no eventstore directory at {self.directory} (and its parent "
-                    f"{self.directory.parent} {'does not exist' if self._create else 'is not'}"
-                    f"{'' if self._create else ' to be created: create=false'}); check the path"
-                )
+            if not self._create:
+                raise BackendError(f"no eventstore directory at {self.directory}; check the "
+                                   "path (create=1 allows a new one)")
+            if not self.directory.parent.is_dir():
+                raise BackendError(f"cannot create {self.directory}: directory "
+                                   f"{self.directory.parent} does not exist")
             self.directory.mkdir(exist_ok=True)
         self._dir_lock = DirectoryLock(self.directory / LOCK_FILE, self._lock_timeout)
         self._dir_lock.open()

@@ -86,7 +86,8 @@ class CorruptLogError(BackendError):
 class DayFile:
     """One day's file and the index of its committed lines (row i = i-th line)."""
 
-    def __init__(self, day: date, path: Path) -> None:
+    def __init__(self, day: date, path: Path, number: int) -> None:
+        self.number = number  # in the order this process found the files
         self.day = day
         self.path = path
         self.indexed = 0  # bytes of complete groups indexed
@@ -158,7 +159,11 @@ class JsonlLog:
         self._clock = clock
         self.files: list[DayFile] = []
         self._by_day: dict[date, DayFile] = {}
-        self._ids: dict[str, tuple[bytes, DayFile, int]] = {}
+        self._numbered: list[DayFile] = []
+        # id -> file number << 32 | row: an int per event, the digest stays in the line
+        self._ids: dict[str, int] = {}
+        # one string object per distinct type, conversation or user, however many rows
+        self._strings: dict[str, str] = {}
         self._readers: OrderedDict[Path, int] = OrderedDict()
         self._writer: tuple[Path, int] | None = None
 
@@ -184,12 +189,18 @@ class JsonlLog:
                 continue
             day = date.fromisoformat(match.group(1))
             if day not in self._by_day:
-                self._by_day[day] = DayFile(day, self.directory / name)
+                self._add_file(day)
                 added = True
         if added:
             self.files = sorted(self._by_day.values(), key=lambda f: f.day)
         for f in self.files[:-1]:
             f.closing = True
+
+    def _add_file(self, day: date) -> DayFile:
+        f = self._by_day[day] = DayFile(day, self.directory / day_file_name(day),
+                                        len(self._numbered))
+        self._numbered.append(f)
+        return f
 
     def _reader(self, f: DayFile) -> int:
         fd = self._readers.get(f.path)
@@ -259,18 +270,24 @@ class JsonlLog:
                 f"{f.path}, byte {offset}: seq {head.seq} follows seq {f.seqs[-1]}; the file "
                 "was changed outside eventstore"
             )
+        strings = self._strings
+        kind = strings.setdefault(head.type, head.type)
+        conversation = head.conversation_id
+        if conversation is not None:
+            conversation = strings.setdefault(conversation, conversation)
+            f.by_conversation.setdefault(conversation, []).append(row)
+        user = head.user_id
+        if user is not None:
+            user = strings.setdefault(user, user)
+            f.by_user.setdefault(user, []).append(row)
         f.seqs.append(head.seq)
         f.offsets.append(offset)
         f.micros.append(to_micros(head.recorded_at))
-        f.types.append(head.type)
-        f.conversations.append(head.conversation_id)
-        f.users.append(head.user_id)
-        f.by_type.setdefault(head.type, []).append(row)
-        if head.conversation_id is not None:
-            f.by_conversation.setdefault(head.conversation_id, []).append(row)
-        if head.user_id is not None:
-            f.by_user.setdefault(head.user_id, []).append(row)
-        self._ids.setdefault(head.id, (bytes.fromhex(head.digest), f, row))
+        f.types.append(kind)
+        f.conversations.append(conversation)
+        f.users.append(user)
+        f.by_type.setdefault(kind, []).append(row)
+        self._ids.setdefault(head.id, f.number << 32 | row)
 
     def _ensure_all(self) -> None:
         self._list()
@@ -351,9 +368,10 @@ class JsonlLog:
 
     def _stored(self, ids: list[str]) -> dict[str, StoredId]:
         known = [(i, self._ids[i]) for i in ids if i in self._ids]
-        lines = self._lines([(f, row) for _, (_, f, row) in known])
-        return {i: StoredId(digest, decode_recorded(line))
-                for (i, (digest, _, _)), line in zip(known, lines, strict=True)}
+        lines = self._lines([(self._numbered[at >> 32], at & 0xFFFFFFFF) for _, at in known])
+        return {i: StoredId(bytes.fromhex(_head_decoder.decode(line).digest),
+                            decode_recorded(line))
+                for (i, _), line in zip(known, lines, strict=True)}
 
     def _repair(self) -> None:
         """Cut the newest file back to its last complete group (we hold the lock, so bytes
@@ -370,7 +388,7 @@ class JsonlLog:
     def _file_for(self, day: date) -> tuple[DayFile, int]:
         f = self._by_day.get(day)
         if f is None:
-            f = self._by_day[day] = DayFile(day, self.directory / day_file_name(day))
+            f = self._add_file(day)
             for older in self.files:  # we hold the lock and indexed them to their end
                 older.closing = older.complete = True
             self.files.append(f)

@@ -1,5 +1,6 @@
 """PostgreSQL: for users who outgrow one machine (asyncpg; gap-free order across writers)."""
 
-from .backend import SCHEMA_VERSION, PostgresBackend
+from ..schema import SCHEMA_VERSION
+from .backend import PostgresBackend
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend"]

@@ -41,10 +41,11 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from ...clock import from_micros, to_micros, utcnow
-from ...codec import PreparedEvent, decode_recorded
+from ...codec import PreparedEvent, decode_stored
 from ...errors import BackendError, SchemaVersionError
 from ...events import RecordedEvent
 from ...query import Query
+from ...rollup import CostFilters, CostTotals
 from ..base import (
     Checkpoint,
     KeyRecord,
@@ -57,57 +58,21 @@ from ..base import (
     plan_group,
     request_ids,
 )
+from ..derived import Deltas
+from ..schema import MIGRATIONS, SCHEMA_VERSION, postgres_types, statements
+from .derived import DerivedWrite, PostgresCounts, PostgresRollup, cost_totals, counts_sql
 
 log = logging.getLogger("eventstore.postgres")
 
-SCHEMA_VERSION = 2
-
 _COLUMNS = ("seq", "id", "type", "conversation_id", "user_id", "recorded_at", "digest", "body")
+_DERIVED_SINCE = 3  # the schema version that added the derived tables
+_REBUILD_BATCH = 5_000
 
 
-def _migrations(s: str) -> dict[int, tuple[str, ...]]:
+def _migrations(s: str) -> dict[int, list[str]]:
     """Each entry upgrades the schema `s` (quoted) from version N-1 to N, in one transaction."""
-    return {
-        1: (
-            f"""CREATE TABLE {s}.events (
-                seq bigint PRIMARY KEY,
-                id text NOT NULL UNIQUE,
-                type text NOT NULL,
-                conversation_id text,
-                user_id text,
-                recorded_at bigint NOT NULL,
-                digest bytea NOT NULL,
-                body bytea NOT NULL
-            )""",
-            # recorded_at is integer microseconds, as in SQLite: exact, and the same bounds
-            # Query already computes. body is bytea, not jsonb, because the stored document
-            # must read back byte for byte (jsonb reorders keys and drops duplicates).
-            # One index per filter, each ending in seq, so a filtered page is an index
-            # range read in seq order: no sort, no table scan, and counts can be index-only.
-            f"CREATE INDEX events_by_conversation ON {s}.events (conversation_id, seq)",
-            f"CREATE INDEX events_by_user ON {s}.events (user_id, seq)",
-            f"CREATE INDEX events_by_type ON {s}.events (type, seq)",
-            f"CREATE INDEX events_by_recorded_at ON {s}.events (recorded_at, seq)",
-            f"""CREATE TABLE {s}.checkpoints (
-                name text PRIMARY KEY,
-                position bigint NOT NULL,
-                state bytea,
-                updated_at bigint NOT NULL
-            )""",
-        ),
-        2: (
-            # Per-user data keys for crypto-shredding (eventstore.encryption). A forgotten
-            # generation keeps its row with wrapped = NULL: the tombstone.
-            f"""CREATE TABLE {s}.data_keys (
-                user_id text NOT NULL,
-                generation integer NOT NULL,
-                wrapped bytea,
-                created_at bigint NOT NULL,
-                forgotten_at bigint,
-                PRIMARY KEY (user_id, generation)
-            )""",
-        ),
-    }
+    types = postgres_types(f"{s}.")
+    return {version: statements(version, types) for version in sorted(MIGRATIONS)}
 
 
 _EVERYTHING = Query()
@@ -241,7 +206,7 @@ class PostgresBackend:
             f"FROM (SELECT 1) AS one LEFT JOIN (SELECT seq, recorded_at FROM {s}.events "
             "ORDER BY seq DESC LIMIT 1) AS last ON true "
             "UNION ALL "
-            f"SELECT id, digest, body, NULL, NULL, NULL FROM {s}.events "
+            f"SELECT id, digest, body, seq, NULL, NULL FROM {s}.events "
             "WHERE id = ANY($1::text[])"
         )
 
@@ -253,6 +218,10 @@ class PostgresBackend:
         self._relisten_lock = asyncio.Lock()
         self._relisten_task: asyncio.Task[None] | None = None
         self._relistened = False
+        self._tracer: Callable[[Any], None] | None = None
+        # Derived writes in each commit's transaction (see eventstore.backends.derived):
+        # the integrity tree appends its writer here too.
+        self.derived_writers: list[DerivedWrite] = [PostgresRollup(s), PostgresCounts(s)]
 
     # --- errors ------------------------------------------------------------------------
 
@@ -358,6 +327,8 @@ class PostgresBackend:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in migrations[version]:
                     await conn.execute(statement)
+                if version == _DERIVED_SINCE and current > 0:
+                    await self._rebuild_derived(conn)
             meta = {"schema_version": str(SCHEMA_VERSION).encode(),
                     "secret": meta.get("secret") or os.urandom(32)}
             await conn.executemany(
@@ -366,6 +337,20 @@ class PostgresBackend:
                 list(meta.items()),
             )
         return meta
+
+    async def _rebuild_derived(self, conn: Any) -> None:
+        """Feed every stored event to the derived writers again (the migration that adds
+        the derived tables, on a log that has events)."""
+        after = 0
+        while True:
+            rows = await conn.fetch(f"SELECT seq, body FROM {self._s}.events WHERE seq > $1 "
+                                    "ORDER BY seq LIMIT $2", after, _REBUILD_BATCH)
+            if not rows:
+                return
+            deltas = Deltas(decode_stored(seq, body) for seq, body in rows)
+            for write in self.derived_writers:
+                await write(conn, [], deltas)
+            after = rows[-1][0]
 
     async def close(self) -> None:
         self._closing = True
@@ -391,6 +376,9 @@ class PostgresBackend:
         if pool is None:
             raise BackendError("the PostgreSQL backend is not open")
         conn = await pool.acquire(timeout=self._connect_timeout)
+        tracer = self._tracer
+        if tracer is not None:
+            conn.add_query_logger(tracer)
         try:
             yield conn
         except BaseException:
@@ -403,6 +391,8 @@ class PostgresBackend:
                 conn.terminate()
             raise
         finally:
+            if tracer is not None:
+                conn.remove_query_logger(tracer)
             await pool.release(conn)
 
     # --- writes ------------------------------------------------------------------------
@@ -437,7 +427,7 @@ class PostgresBackend:
                     if event_id is None:
                         last_seq, last_micros, now_micros = seq or 0, recorded, clock
                     else:
-                        stored[event_id] = StoredId(bytes(digest), decode_recorded(body))
+                        stored[event_id] = StoredId(bytes(digest), decode_stored(seq, body))
                 if last_micros is not None and now_micros < last_micros:
                     now_micros = last_micros
                 plan = plan_group(requests, stored, last_seq + 1, from_micros(now_micros))
@@ -445,6 +435,10 @@ class PostgresBackend:
                     await conn.execute("ROLLBACK")  # only retries of stored events
                     return plan.outcomes, []
                 commit = await self._insert(conn, plan.rows, now_micros)
+                if self.derived_writers:
+                    deltas = Deltas.of_rows(plan.rows)
+                    for write in self.derived_writers:
+                        await write(conn, plan.rows, deltas)
                 committing = True
                 await conn.execute(commit)
         except Exception as exc:
@@ -498,12 +492,12 @@ class PostgresBackend:
     async def query(self, query: Query, *, after_seq: int, limit: int) -> list[RecordedEvent]:
         sql, params = self.explain(query, after_seq, limit)
         rows = await self._fetch("reading events", sql, *params)
-        return [decode_recorded(body) for (body,) in rows]
+        return [decode_stored(seq, body) for (seq, body) in rows]
 
     def explain(self, query: Query, after_seq: int = 0, limit: int = 25) -> tuple[str, list[Any]]:
         """The page SQL for `query` (tests check its plan with EXPLAIN)."""
         where, params = where_clause(query, after_seq, f"{self._s}.events")
-        return (f"SELECT body FROM {self._s}.events WHERE {where} ORDER BY seq "
+        return (f"SELECT seq, body FROM {self._s}.events WHERE {where} ORDER BY seq "
                 f"LIMIT ${len(params) + 1}", [*params, limit])
 
     async def count(self, query: Query) -> int:
@@ -511,6 +505,9 @@ class PostgresBackend:
             # Seqs are 1..head with no hole (see the module docstring) and nothing is ever
             # deleted, so the head is the count, without PostgreSQL's full scan for count(*).
             return await self.head()
+        if query.after is None and query.before is None:
+            ((n,),) = await self._fetch("counting events", *counts_sql(self._s, query))
+            return int(n)
         where, params = where_clause(query, 0, f"{self._s}.events")
         ((n,),) = await self._fetch("counting events",
                                     f"SELECT count(*) FROM {self._s}.events WHERE {where}",
@@ -521,6 +518,24 @@ class PostgresBackend:
         ((n,),) = await self._fetch("reading the head",
                                     f"SELECT coalesce(max(seq), 0) FROM {self._s}.events")
         return int(n)
+
+    async def trace(self, callback: Callable[[Any], None] | None) -> None:
+        """Call `callback(logged)` with asyncpg's LoggedQuery (`.query`, `.args`) of every
+        statement run on the pool from now on (None: stop). For query-plan tests and
+        debugging."""
+        self._tracer = callback
+
+    async def cost_totals(self, filters: CostFilters) -> CostTotals:
+        """Totals of the matching model calls from the rollup (see eventstore.rollup)."""
+        try:
+            async with self._connection() as conn:
+                return await cost_totals(conn, self._s, filters)
+        except Exception as exc:
+            raise self._error("summing costs", exc) from exc
+
+    def unlisten(self, on_head: Callable[[int], None]) -> None:
+        if on_head in self._head_callbacks:
+            self._head_callbacks.remove(on_head)
 
     async def secret(self) -> bytes:
         if self._secret is None:

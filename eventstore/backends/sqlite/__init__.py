@@ -1,5 +1,6 @@
 """SQLite: the embedded default backend (one file, WAL, one writer thread)."""
 
-from .backend import SCHEMA_VERSION, SQLiteBackend
+from ..schema import SCHEMA_VERSION
+from .backend import SQLiteBackend
 
 __all__ = ["SCHEMA_VERSION", "SQLiteBackend"]

@@ -19,7 +19,7 @@ import functools
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -28,13 +28,15 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from ...clock import from_micros, to_micros, utcnow
-from ...codec import PreparedEvent, decode_recorded
+from ...codec import PreparedEvent, decode_stored
 from ...errors import BackendError, SchemaVersionError
 from ...events import RecordedEvent
 from ...query import Query
+from ...rollup import CostFilters, CostTotals
 from ..base import (
     Checkpoint,
     KeyRecord,
+    NewRow,
     Outcome,
     StoredId,
     announce_head,
@@ -44,52 +46,25 @@ from ..base import (
     plan_group,
     request_ids,
 )
+from ..derived import Deltas, facts_from_call_row
+from ..schema import MIGRATIONS as SHARED_MIGRATIONS
+from ..schema import SCHEMA_VERSION, SQLITE_TYPES, statements
 from .commit_watcher import INTERVAL as WATCH_INTERVAL
 from .commit_watcher import CommitWatcher
 from .connection import connect
+from .derived import (
+    DerivedWrite,
+    SQLiteCounts,
+    SQLiteRollup,
+    buckets_sql,
+    calls_sql,
+    counts_sql,
+    rebuild_derived,
+)
 from .wal_checkpointer import WalCheckpointer
 
-SCHEMA_VERSION = 2
-
-# Each entry upgrades the schema from version N-1 to N; run in order, in one transaction.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        """CREATE TABLE events (
-            seq INTEGER PRIMARY KEY,
-            id TEXT NOT NULL UNIQUE,
-            type TEXT NOT NULL,
-            conversation_id TEXT,
-            user_id TEXT,
-            recorded_at INTEGER NOT NULL,
-            digest BLOB NOT NULL,
-            body BLOB NOT NULL
-        )""",
-        # One index per filter, each ending in seq, so a filtered page is an index range
-        # read in seq order with no sort and no table scan. recorded_at only serves to
-        # find the seq range of a time window (it grows with seq: see _seq_range).
-        "CREATE INDEX events_by_conversation ON events (conversation_id, seq)",
-        "CREATE INDEX events_by_user ON events (user_id, seq)",
-        "CREATE INDEX events_by_type ON events (type, seq)",
-        "CREATE INDEX events_by_recorded_at ON events (recorded_at, seq)",
-        """CREATE TABLE checkpoints (
-            name TEXT PRIMARY KEY,
-            position INTEGER NOT NULL,
-            state BLOB,
-            updated_at INTEGER NOT NULL
-        )""",
-    ),
-    2: (
-        # Per-user data keys for crypto-shredding (eventstore.encryption). A forgotten
-        # generation keeps its row with wrapped = NULL: the tombstone.
-        """CREATE TABLE data_keys (
-            user_id TEXT NOT NULL,
-            generation INTEGER NOT NULL,
-            wrapped BLOB,
-            created_at INTEGER NOT NULL,
-            forgotten_at INTEGER,
-            PRIMARY KEY (user_id, generation)
-        ) WITHOUT ROWID""",
-    ),
+MIGRATIONS: dict[int, list[str]] = {
+    version: statements(version, SQLITE_TYPES) for version in sorted(SHARED_MIGRATIONS)
 }
 
 T = TypeVar("T")
@@ -97,6 +72,7 @@ T = TypeVar("T")
 log = logging.getLogger("eventstore.sqlite")
 
 _ID_CHUNK = 500  # well under SQLite's bound-parameter limit
+_MAX_ARMS = 64
 _INSERT = (
     "INSERT INTO events (seq, id, type, conversation_id, user_id, recorded_at, digest, body) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -127,6 +103,12 @@ def page_sql(query: Query, low: int, high: int | None, limit: int) -> tuple[str,
     collect every match after the cursor and sort it, for every page.
     """
     clauses, params = _filters(query, low, high)
+    if query.types is not None and len(query.types) > _MAX_ARMS:
+        # SQLite caps a compound SELECT at 500 terms: past a few dozen names, one IN list.
+        names = sorted(query.types)
+        where = " AND ".join([*clauses, f"type IN ({', '.join('?' * len(names))})"])
+        return (f"SELECT seq, body FROM events WHERE {where} ORDER BY seq LIMIT ?",
+                [*params, *names, limit])
     types = sorted(query.types) if query.types is not None else [None]
     arms: list[str] = []
     arm_params: list[Any] = []
@@ -144,6 +126,24 @@ def count_sql(query: Query, low: int, high: int | None) -> tuple[str, list[Any]]
         clauses.append(f"type IN ({', '.join('?' * len(names))})")
         params.extend(names)
     return f"SELECT count(*) FROM events WHERE {' AND '.join(clauses)}", params
+
+
+_LAST = "SELECT seq, recorded_at FROM events WHERE seq = (SELECT max(seq) FROM events)"
+_EVERYTHING = Query()
+_DERIVED_SINCE = 3  # the schema version that added the derived tables
+_REBUILD_BATCH = 5_000
+
+
+def _stored_batches(conn: sqlite3.Connection) -> Iterator[list[RecordedEvent]]:
+    """Every stored event in seq order, in batches (to rebuild derived tables)."""
+    after = 0
+    while True:
+        rows = conn.execute("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                            (after, _REBUILD_BATCH)).fetchall()
+        if not rows:
+            return
+        yield [decode_stored(seq, body) for seq, body in rows]
+        after = rows[-1][0]
 
 
 _SEQ_RANGE = (
@@ -179,6 +179,10 @@ class SQLiteBackend:
         self.checkpointer: WalCheckpointer | None = None
         self.watcher: CommitWatcher | None = None
         self._head_callbacks: list[Callable[[int], None]] = []
+        self._version = 0
+        # Derived writes in each commit's transaction (see eventstore.backends.derived):
+        # the integrity tree appends its writer here too.
+        self.derived_writers: list[DerivedWrite] = [SQLiteRollup(), SQLiteCounts()]
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -260,6 +264,9 @@ class SQLiteBackend:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version]:
                     conn.execute(statement)
+                if version == _DERIVED_SINCE and current > 0:
+                    rebuild_derived(conn, self.derived_writers, lambda: _stored_batches(conn))
+            self._version = max(current, SCHEMA_VERSION)
             secret = meta.get("secret") or os.urandom(32)
             conn.executemany(
                 "INSERT OR REPLACE INTO eventstore_meta (key, value) VALUES (?, ?)",
@@ -298,11 +305,11 @@ class SQLiteBackend:
         for start in range(0, len(ids), _ID_CHUNK):
             chunk = ids[start : start + _ID_CHUNK]
             rows = conn.execute(
-                f"SELECT id, digest, body FROM events WHERE id IN ({', '.join('?' * len(chunk))})",
-                chunk,
+                f"SELECT seq, id, digest, body FROM events "
+                f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk,
             )
-            for event_id, digest, body in rows:
-                stored[event_id] = StoredId(bytes(digest), decode_recorded(body))
+            for seq, event_id, digest, body in rows:
+                stored[event_id] = StoredId(bytes(digest), decode_stored(seq, body))
         return stored
 
     def _commit_group(
@@ -319,9 +326,10 @@ class SQLiteBackend:
                 "hold the write lock: retry, or raise busy_timeout in the URL"
             ) from exc
         try:
-            last_seq, last_micros = conn.execute(
-                "SELECT coalesce(max(seq), 0), max(recorded_at) FROM events"
-            ).fetchone()
+            # recorded_at never decreases along seq, so the last row has the latest: one
+            # probe of the primary key (max() of two columns in one SELECT would scan).
+            last = conn.execute(_LAST).fetchone()
+            last_seq, last_micros = last if last is not None else (0, None)
             stored = self._stored(conn, request_ids(requests))
             now = utcnow()
             if last_micros is not None and to_micros(now) < last_micros:
@@ -337,9 +345,10 @@ class SQLiteBackend:
                         for r in plan.rows
                     ],
                 )
+                self._write_derived(conn, plan.rows)
             conn.execute("COMMIT")
             if plan.rows and self.checkpointer is not None:
-                self.checkpointer.committed(conn)
+                self.checkpointer.committed(conn, sum(len(r.document) for r in plan.rows))
         except BaseException as exc:
             if conn.in_transaction:
                 try:
@@ -350,6 +359,12 @@ class SQLiteBackend:
                 raise BackendError(f"append to {self.path} failed: {exc}") from exc
             raise
         return plan.outcomes, [row.event for row in plan.rows]
+
+    def _write_derived(self, conn: sqlite3.Connection, rows: Sequence[NewRow]) -> None:
+        if self.derived_writers and self._version >= _DERIVED_SINCE:
+            deltas = Deltas.of_rows(rows)
+            for write in self.derived_writers:
+                write(conn, rows, deltas)
 
     async def commit_group(
         self, requests: Sequence[Sequence[PreparedEvent]]
@@ -395,7 +410,7 @@ class SQLiteBackend:
         if seqs is None:
             return []
         rows = await self._fetch(*page_sql(query, *seqs, limit))
-        return [decode_recorded(body) for (_, body) in rows]
+        return [decode_stored(seq, body) for (seq, body) in rows]
 
     def explain(
         self, query: Query, after_seq: int = 0, limit: int = 25, before_seq: int | None = None
@@ -406,6 +421,14 @@ class SQLiteBackend:
         if query.before is not None and high is None:
             high = 2**62
         return page_sql(query, after_seq, high, limit)
+
+    async def trace(self, callback: Callable[[str], None] | None) -> None:
+        """Call `callback(sql)` with every statement the writer and the reader run, bound
+        values expanded (None: stop). For query-plan tests and debugging."""
+        if self._writer is None or self._reader is None:
+            raise BackendError("the SQLite backend is not open")
+        await self._on_writer(self._writer.set_trace_callback, callback)
+        await self._reader.set_trace_callback(callback)  # type: ignore[arg-type]
 
     # --- commits from other connections ------------------------------------------------
 
@@ -442,7 +465,18 @@ class SQLiteBackend:
             return False
         return True
 
+    def unlisten(self, on_head: Callable[[int], None]) -> None:
+        if on_head in self._head_callbacks:
+            self._head_callbacks.remove(on_head)
+
     async def count(self, query: Query) -> int:
+        if query.after is None and query.before is None and self._version >= _DERIVED_SINCE:
+            if query == _EVERYTHING:
+                # Seqs are 1..head with no hole and nothing is ever deleted: the head is
+                # the count.
+                return await self.head()
+            ((n,),) = await self._fetch(*counts_sql(query))
+            return int(n)
         seqs = await self._seq_range(query, 0)
         if seqs is None:
             return 0
@@ -452,6 +486,21 @@ class SQLiteBackend:
     async def head(self) -> int:
         ((n,),) = await self._fetch("SELECT coalesce(max(seq), 0) FROM events", ())
         return int(n)
+
+    async def cost_totals(self, filters: CostFilters) -> CostTotals:
+        """Totals of the matching model calls from the rollup (see eventstore.rollup):
+        the buckets of the whole days in the window, the calls of its partial days."""
+        totals = CostTotals()
+        days, edges = filters.split()
+        if days is not None:
+            for row in await self._fetch(*buckets_sql(filters, *days)):
+                totals.add(CostTotals.from_row(row))
+        for low, high in edges:
+            for row in await self._fetch(*calls_sql(filters, low, high)):
+                facts = facts_from_call_row(row)
+                if filters.tag is None or filters.tag in facts.tags:
+                    totals.add_call(facts)
+        return totals
 
     async def secret(self) -> bytes:
         if self._secret is None:

@@ -46,6 +46,7 @@ log = logging.getLogger("eventstore.sqlite")
 
 INTERVAL = 0.1  # seconds between checkpoints while commits keep coming
 MAX_FRAMES = 2_000  # about 8 MB of WAL: past this, the writer finishes a checkpoint itself
+_PAGE = 4096
 
 
 class WalCheckpointer:
@@ -56,6 +57,7 @@ class WalCheckpointer:
         self.interval = interval
         self.max_frames = max_frames
         self._writer_helps = False
+        self._unchecked = 0  # bytes of documents committed since everything was copied
         self._lock = threading.Lock()  # one checkpoint at a time among our connections
         self._pending = threading.Event()  # an erasure's TRUNCATE still to finish
         self._dirty = threading.Event()
@@ -71,15 +73,25 @@ class WalCheckpointer:
                                         daemon=True)
         self._thread.start()
 
-    def committed(self, writer: sqlite3.Connection) -> None:
-        """Called by the writer, on its thread, after each commit."""
-        if self._writer_helps:
+    def committed(self, writer: sqlite3.Connection, written: int = 0) -> None:
+        """Called by the writer, on its thread, after each commit of `written` bytes of
+        documents.
+
+        The writer also counts what it wrote since a checkpoint last copied everything:
+        on a loaded machine the background thread may not get to run for a long while,
+        and the WAL must stay bounded without it (the documents are a fraction of the
+        pages a commit adds, so the count errs toward checkpointing late, but it does)."""
+        self._unchecked += written
+        if self._writer_helps or self._unchecked > self.max_frames * _PAGE:
             try:
                 ((busy, frames, copied),) = writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 # busy: the background checkpoint held the checkpoint lock; try next commit
                 self._writer_helps = bool(busy) or copied < frames
+                if not self._writer_helps:
+                    self._unchecked = 0
             except sqlite3.Error as exc:  # the commit stands; a later checkpoint catches up
                 self._writer_helps = False
+                self._unchecked = 0
                 log.warning("WAL checkpoint of %s failed: %s", self._path, exc)
         self._dirty.set()
 
@@ -120,10 +132,12 @@ class WalCheckpointer:
                             log.info("erasure in %s finished: the WAL is truncated",
                                      self._path)
                         continue
-                    ((_busy, frames, _copied),) = conn.execute(
+                    ((busy, frames, copied),) = conn.execute(
                         "PRAGMA wal_checkpoint(PASSIVE)")
                 self.checkpoints += 1
                 self._writer_helps = frames > self.max_frames
+                if not busy and copied >= frames:
+                    self._unchecked = 0
             except sqlite3.Error as exc:  # the next commit asks again; nothing is lost
                 log.warning("WAL checkpoint of %s failed: %s", self._path, exc)
             self._stop.wait(self.interval)

@@ -64,7 +64,7 @@ def serve_cmd(db: str | None, host: str, port: int, token: str | None) -> None:
         import uvicorn
 
         from .access import new_token
-        from .web import build_app
+        from .web import INDEX_BEFORE_SERVING, build_app
     except ImportError as exc:
         raise MissingDependencyError(
             f"eventstore serve needs the web extra ({exc.name} is missing): "
@@ -101,8 +101,9 @@ def serve_cmd(db: str | None, host: str, port: int, token: str | None) -> None:
                 yield store
 
             head = await store.head()
-            if head >= 100_000:
-                note(f"indexing {head} events before serving")
+            if head > INDEX_BEFORE_SERVING:
+                note(f"indexing {head} events in the background: the conversation and cost "
+                     "pages answer once it is done")
             app = build_app(opened, token, otlp=_otlp_receiver())
             config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                                     lifespan="on", access_log=False)

@@ -85,6 +85,8 @@ class TokenGate:
         if by_query:
             set_cookie = (f"{self._cookie}={given}; HttpOnly; SameSite=Strict; Path=/")
             path: str = scope.get("path", "/")
+            if path.startswith("//"):  # never a redirect to another host ("//evil.example")
+                path = "/" + path.lstrip("/")
             if scope.get("method") == "GET" and not path.startswith("/api/"):
                 rest = urlencode([(k, v) for k, v in query if k != "token"])
                 await _respond(send, 303, b"", [("location", path + (f"?{rest}" if rest else "")),
