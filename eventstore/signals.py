@@ -15,6 +15,9 @@ scopes a receiver to one store.
   elapsed=float seconds)`: a handler call overran its `handler_timeout` and has still
   not returned (it ignores its cancellation); sent once per stalled call.
 - `rebuild_progress(store, projection=Projection, position=int, head=int)`: replay progress.
+- `budget_warning` / `budget_exceeded(store, budget=Budget, scope=str, window=Window,
+  spent=Decimal, limit=Decimal, event=RecordedEvent)`: a budget crossed a warn_at fraction
+  or its limit in a window; sent once, by the process that appended the alert event.
 
 Receivers may be sync or async. eventstore does not call `Signal.send`: it dispatches to
 each receiver itself so that one receiver raising never stops the others or the append,
@@ -49,6 +52,8 @@ guardian_repair = namespace.signal("guardian_repair")
 subscription_failed = namespace.signal("subscription_failed")
 subscription_stalled = namespace.signal("subscription_stalled")
 rebuild_progress = namespace.signal("rebuild_progress")
+budget_warning = namespace.signal("budget_warning")
+budget_exceeded = namespace.signal("budget_exceeded")
 
 _MAX_PENDING_ASYNC = 100_000
 DEFAULT_RECEIVER_TIMEOUT = 30.0
