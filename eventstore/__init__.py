@@ -12,8 +12,10 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from . import signals
+from .budgets import Budget, BudgetStatus
 from .errors import (
     BackendError,
+    BudgetExceededError,
     CatchUpTimeoutError,
     CorruptEventError,
     DuplicateEventError,
@@ -53,6 +55,9 @@ logging.getLogger("eventstore").addHandler(logging.NullHandler())
 
 __all__ = [
     "BackendError",
+    "Budget",
+    "BudgetExceededError",
+    "BudgetStatus",
     "CatchUpTimeoutError",
     "CorruptEventError",
     "DuplicateEventError",

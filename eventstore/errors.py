@@ -164,3 +164,16 @@ class PromptNotFoundError(EventStoreError, LookupError):
 class PromptConflictError(EventStoreError):
     """A prompt version is already registered with other content; versions never change,
     register a new version instead."""
+
+
+class InvalidBudgetError(EventStoreError, ValueError):
+    """A Budget definition is not valid (limit, per, window, warn_at or name): fix it."""
+
+
+class BudgetExceededError(EventStoreError):
+    """A budget that applies to this call is exhausted: the call was refused (or
+    check_budget() was asked). `statuses` holds the BudgetStatus of each exhausted budget."""
+
+    def __init__(self, message: str, statuses: tuple[object, ...] = ()) -> None:
+        self.statuses = statuses
+        super().__init__(message)

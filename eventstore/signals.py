@@ -17,6 +17,9 @@ scopes a receiver to one store.
 - `rebuild_progress(store, projection=Projection, position=int, head=int)`: replay progress.
 - `checkpoint_written(store, checkpoint=str, size=int, path=Path | None)`: a checkpoint
   of the log's tree was handed to `checkpoint_dir` (`path`: the file, None for a callable).
+- `budget_warning` / `budget_exceeded(store, budget=Budget, scope=str, window=Window,
+  spent=Decimal, limit=Decimal, event=RecordedEvent)`: a budget crossed a warn_at fraction
+  or its limit in a window; sent once, by the process that appended the alert event.
 
 Receivers may be sync or async. eventstore does not call `Signal.send`: it dispatches to
 each receiver itself so that one receiver raising never stops the others or the append,
@@ -52,6 +55,8 @@ subscription_failed = namespace.signal("subscription_failed")
 subscription_stalled = namespace.signal("subscription_stalled")
 rebuild_progress = namespace.signal("rebuild_progress")
 checkpoint_written = namespace.signal("checkpoint_written")
+budget_warning = namespace.signal("budget_warning")
+budget_exceeded = namespace.signal("budget_exceeded")
 
 _MAX_PENDING_ASYNC = 100_000
 DEFAULT_RECEIVER_TIMEOUT = 30.0

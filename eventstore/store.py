@@ -29,7 +29,9 @@ from . import prompts, signals
 from .backends import backend_for_url
 from .backends.base import Backend
 from .backends.protocols import CommitListener
+from .budgets import Budget, BudgetStatus, BudgetWatcher, check_budgets
 from .calls import CallRecorder, LLMCall, Metrics, compute_metrics, read_calls
+from .clock import utcnow
 from .codec import PreparedEvent
 from .cursor import CursorCodec
 from .errors import (
@@ -119,6 +121,7 @@ class EventStore:
         checkpoint_dir: CheckpointSink | None = None,
         checkpoint_every: int | None = None,
         checkpoint_interval: float | None = None,
+        budgets: Sequence[Budget] = (),
     ) -> None:
         self.backend = backend
         self.url = url
@@ -147,6 +150,7 @@ class EventStore:
                                writer=self._writer, reader=self._reader,
                                pipeline=self.pipeline, spawn=self.spawn)
         self.dispatcher.reveal_live = self.pipeline.reveal_live
+        self._budgets = BudgetWatcher(self, budgets)
         self._registry = Registry(self._host)
         self.guardian = Guardian(self._host, self._registry, interval=guardian_interval,
                                  check_listener=backend.check_listener
@@ -191,6 +195,8 @@ class EventStore:
           owner cannot rewrite it (see eventstore.integrity.auditor).
         - `receiver_timeout`: seconds an async signal receiver may take per delivery
           before it is abandoned (default 30; None: no limit).
+        - `budgets`: a list of `Budget`s; each alerts once per scope, window and threshold
+          (see eventstore.budgets), and `check_budget` / `budget_status` answer for them.
 
         Backend options (also accepted in the URL's query string):
         - SQLite: `synchronous` ("normal" or "full"), `busy_timeout` (ms), `create`
@@ -206,7 +212,8 @@ class EventStore:
                          ("cursor_secret", "max_group", "guardian_interval", "pricing",
                           "encryption", "metadata", "receiver_timeout", "retention",
                           "signing_key", "origin", "checkpoint_dir", "checkpoint_every",
-                          "checkpoint_interval") if k in options}
+                          "checkpoint_interval", "budgets")
+                         if k in options}
         backend = backend_for_url(url, **options)
         return cls(backend, redact=redact, url=url, **store_options)
 
@@ -245,6 +252,11 @@ class EventStore:
             except BaseException:
                 await self.close()
                 raise
+        try:
+            await self._budgets.start()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def _run(self, started: asyncio.Event) -> None:
@@ -939,3 +951,41 @@ class EventStore:
     def _checkpoint_written(self, text: str, size: int, path: Path | None) -> None:
         self.dispatcher.send(signals.checkpoint_written, self, checkpoint=text, size=size,
                              path=path)
+    # --- budgets -----------------------------------------------------------------------
+
+    @property
+    def budgets(self) -> tuple[Budget, ...]:
+        """The budgets this store was opened with."""
+        return self._budgets.budgets
+
+    @instrumented("budget_status")
+    async def budget_status(
+        self,
+        *,
+        user_id: str | None = None,
+        conversation_id: str | None = None,
+        tags: Sequence[str] = (),
+        at: datetime | None = None,
+    ) -> list[BudgetStatus]:
+        """Spent, limit and remaining of each budget a call with these ids and tags falls
+        under, in the window holding `at` (default: now), from the cost rollup. Unpriced
+        calls are counted beside spent (`unpriced_calls`), never as $0."""
+        self._check_open()
+        return await self._budgets.status(user_id=user_id, conversation_id=conversation_id,
+                                          tags=tags, at=check_time("at", at) or utcnow())
+
+    async def check_budget(
+        self,
+        *,
+        user_id: str | None = None,
+        conversation_id: str | None = None,
+        tags: Sequence[str] = (),
+        at: datetime | None = None,
+    ) -> list[BudgetStatus]:
+        """Raise BudgetExceededError if a budget a call with these ids and tags falls
+        under is exhausted (spent >= limit) in the window holding `at` (default: now);
+        otherwise return the statuses, as budget_status does."""
+        statuses = await self.budget_status(user_id=user_id, conversation_id=conversation_id,
+                                            tags=tags, at=at)
+        check_budgets(statuses)
+        return statuses

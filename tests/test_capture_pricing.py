@@ -289,3 +289,31 @@ async def test_metrics_filters_and_percentiles(mstore: EventStore) -> None:
     assert (await mstore.metrics(conversation_id="c1")).calls == 10
     assert (await mstore.metrics(model="claude-sonnet-4-5")).errors == 1
     assert nearest_rank([], 50) is None
+
+
+async def test_costs_command_counts_unpriced_calls_beside_the_totals(tmp_path: Any) -> None:
+    from .test_cli import json_lines, ok, run_all, table_rows
+
+    url = f"sqlite:///{tmp_path / 'costs.db'}"
+    async with EventStore.open(url) as store:
+        await store.record_llm_call(provider="openai", model="gpt-4o", request=CHAT_REQ,
+                                    response=chat("gpt-4o", 1000, 100), latency_ms=5.0,
+                                    user_id="u1", occurred_at=WHEN)
+        await store.record_llm_call(provider="openai", model="my-finetune", request=CHAT_REQ,
+                                    response=chat("my-finetune", 500, 50), latency_ms=5.0,
+                                    user_id="u1", occurred_at=WHEN)
+        await store.record_llm_call(provider="vllm", model="llama", request=CHAT_REQ,
+                                    response=chat("llama", 10, 1), latency_ms=1.0,
+                                    user_id="u2", occurred_at=WHEN - timedelta(days=40))
+        total = await store.sum_cost()
+    table, doc, recent = (ok(r) for r in run_all(
+        ["costs"], ["costs", "--json"], ["costs", "--after", "2026-11-01", "--json"],
+        url=url))
+    rows = table_rows(table)
+    assert rows[0][-1] == "unpriced calls"
+    assert rows[-1] == ["total", "1", "1000", "100", f"${total}", "2"]
+    assert [r[0] for r in rows[1:-1]] == ["u1", "u2"]
+    assert json_lines(doc)[0]["unpriced_calls"] == 2
+    assert Decimal(json_lines(doc)[0]["total_cost"]) == total
+    # --after bounds the calls' own time: the backdated call is not in it.
+    assert json_lines(recent)[0]["unpriced_calls"] == 1

@@ -226,8 +226,11 @@ async def test_chat_parse_and_stream_helpers(mstore: EventStore, api: FakeAPI) -
 
     api.answer("/v1/chat/completions", Answer(body=chat_body('{"city": "Paris"}')))
     client = instrument_openai(oa(api), mstore, conversation_id="c1")
+    # The helpers moved out of `beta` in openai 1.9x; the oldest supported SDK has them there.
+    helpers = client.chat.completions if hasattr(client.chat.completions, "parse") \
+        else client.beta.chat.completions
     with anyio.fail_after(10):
-        parsed = await asyncio.to_thread(client.chat.completions.parse, model="gpt-4o",
+        parsed = await asyncio.to_thread(helpers.parse, model="gpt-4o",
                                          messages=PROMPT, response_format=City)
     assert parsed.choices[0].message.parsed == City(city="Paris")
     _event, call = await only_call(mstore, api, "/v1/chat/completions")
@@ -236,7 +239,7 @@ async def test_chat_parse_and_stream_helpers(mstore: EventStore, api: FakeAPI) -
     api.answer("/v1/chat/completions", Answer(events=sse(chat_chunks())))
 
     def use_stream_helper() -> str:
-        with client.chat.completions.stream(model="gpt-4o", messages=PROMPT) as stream:
+        with helpers.stream(model="gpt-4o", messages=PROMPT) as stream:
             for _ in stream:
                 pass
             return stream.get_final_completion().choices[0].message.content or ""

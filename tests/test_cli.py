@@ -386,9 +386,9 @@ def test_costs_are_exact_in_every_grouping(log: Log) -> None:
     model = json_lines(by_model)[0]
     assert model["groups"] == [
         {"key": "claude-sonnet", "calls": 1, "input_tokens": 1000, "output_tokens": 500,
-         "total_cost": "0.010500"},
+         "total_cost": "0.010500", "unpriced_calls": 0},
         {"key": "gpt-4o", "calls": 3, "input_tokens": 1211, "output_tokens": 308,
-         "total_cost": "0.0061075"},
+         "total_cost": "0.0061075", "unpriced_calls": 0},
     ]
     assert (model["calls"], model["total_cost"]) == (4, "0.0166075")
     assert table_rows(by_provider)[1:] == [

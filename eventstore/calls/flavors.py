@@ -11,7 +11,7 @@ very request that was sent.
 | chat        | OpenAI chat completions     | messages                           |
 | responses   | OpenAI Responses            | instructions, input                |
 | messages    | Anthropic Messages          | system, messages                   |
-| gemini      | Google Gemini generateContent | system_instruction, contents     |
+| gemini      | Google Gemini generateContent | systemInstruction, contents      |
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ FLAVORS: Final[Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "chat": (("messages",), ()),
     "responses": (("input",), ("instructions",)),
     "messages": (("messages",), ("system",)),
-    "gemini": (("contents",), ("system_instruction",)),
+    "gemini": (("contents",), ("systemInstruction", "system_instruction")),
 }
 
 _PROVIDER_FLAVOR: Final = {"anthropic": "messages", "aws.bedrock": "messages",
@@ -82,10 +82,10 @@ def join_request(params: Mapping[str, Any], lists: Mapping[str, list[Any]],
 def role_of(item: Any, field: str) -> str:
     """A message's role for transcripts: its role, else its item type (Responses'
     function_call / function_call_output), else what the field holds."""
+    if field in ("instructions", "system", "systemInstruction", "system_instruction"):
+        return "system"
     if isinstance(item, Mapping):
         role = item.get("role") or item.get("type")
         if isinstance(role, str):
             return role
-    if field in ("instructions", "system", "system_instruction"):
-        return "system"
     return "user"

@@ -91,13 +91,15 @@ def error_data(error: BaseException | Mapping[str, Any] | None) -> dict[str, Any
     data: dict[str, Any] = {"type": type(error).__qualname__,
                             "message": str(error)[:_MAX_ERROR_MESSAGE]}
     status = getattr(error, "status_code", None)
-    if isinstance(status, int):
+    code = getattr(error, "code", None)
+    if not isinstance(status, int) and isinstance(code, int) and 100 <= code < 600:
+        status = code  # google-genai's APIError keeps the HTTP status as `code`
+    if isinstance(status, int) and not isinstance(status, bool):
         data["status_code"] = status
     request_id = getattr(error, "request_id", None)
     if isinstance(request_id, str):
         data["request_id"] = request_id
-    code = getattr(error, "code", None)
-    if isinstance(code, str | int) and not isinstance(code, bool):
+    if isinstance(code, str):
         data["code"] = code
     if error.__traceback__ is not None:
         # AiCore keeps the stack of a failed call; the store's redact hooks see it as text

@@ -7,6 +7,8 @@
     eventstore export --format parquet --output events.parquet
     eventstore rebuild
     eventstore subscriptions
+    eventstore budgets
+    eventstore alerts --follow
     eventstore count --type policy_violation
     eventstore checkpoint -o today.checkpoint
     eventstore verify --checkpoint today.checkpoint
@@ -28,14 +30,25 @@ import sys
 import click
 
 from ..errors import EventStoreError, InvalidQueryError, UnsupportedURLError
-from . import costs, export, integrity, log, projections, prompts, retention, serve, subscriptions
+from . import (
+    budgets,
+    costs,
+    export,
+    integrity,
+    log,
+    projections,
+    prompts,
+    retention,
+    serve,
+    subscriptions,
+)
 from .base import err, out
 
 DEFAULT_URL = "sqlite:///eventstore.db"
 
 # The command groups, each a module with a COMMANDS tuple; a new group is one more entry.
 GROUPS = (log, costs, export, projections, subscriptions, serve, retention, prompts,
-          integrity)
+          integrity, budgets)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

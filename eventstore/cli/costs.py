@@ -1,7 +1,9 @@
 """`eventstore costs`: exact totals of the cost records, grouped one way.
 
 Summed from the log page by page rather than from ConversationCosts, because the period
-(--after/--before) bounds when a cost was recorded, which the projection does not keep.
+(--after/--before) bounds the calls' own time exactly, which the projection keeps only
+by day. Calls recorded without a price (`llm_call` events with `priced` false) are not
+in any total: each group and the total say how many there were.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import click
+import msgspec
 from rich.table import Table
 from rich.text import Text
 
+from ..calls import LLM_CALL
 from ..events import COST_RECORDED, RecordedEvent
 from ..pricing.money import EXACT, ZERO
 from ..query import Query as Filters
@@ -31,6 +35,7 @@ class CostGroup:
     input_tokens: int = 0
     output_tokens: int = 0
     total_cost: Decimal = ZERO
+    unpriced_calls: int = 0
 
     def add(self, event: RecordedEvent, cost: Decimal) -> None:
         self.calls += 1
@@ -82,17 +87,39 @@ def group_key(event: RecordedEvent, by: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _unpriced(event: RecordedEvent) -> bool:
+    """A model call recorded without a cost (a priced one counts through its cost record;
+    one that failed before reporting any usage cost nothing)."""
+    data = event.data
+    return not data.get("priced") and bool(data.get("usage") or not data.get("error"))
+
+
 async def cost_totals(store: EventStore, f: Filters, by: str, *, provider: str | None,
-                      model: str | None) -> CostTotals:
+                      model: str | None, after: datetime | None = None,
+                      before: datetime | None = None) -> CostTotals:
     totals = CostTotals(by)
     async for page in pages(store, f):
         for event in page:
             data = event.data
+            # One clock for cost questions: the call's own time.
+            if (after is not None and event.occurred_at < after) or (
+                before is not None and event.occurred_at > before
+            ):
+                continue
             # As sum_cost filters; not imported from pricing.records, which would load the
             # pricing dataset into every run of the command.
             if (provider is not None and data.get("provider") != provider) or (
                 model is not None and data.get("model") != model
             ):
+                continue
+            if event.type == LLM_CALL:
+                if _unpriced(event):
+                    key = group_key(event, by)
+                    group = totals.groups.get(key)
+                    if group is None:
+                        group = totals.groups[key] = CostGroup(key)
+                    group.unpriced_calls += 1
+                    totals.total.unpriced_calls += 1
                 continue
             cost = cost_of(event)
             if cost is None:
@@ -116,18 +143,23 @@ def costs_table(totals: CostTotals, rows: list[CostGroup]) -> Table:
     table.add_column("input tokens", justify="right", footer=str(grand.input_tokens))
     table.add_column("output tokens", justify="right", footer=str(grand.output_tokens))
     table.add_column("cost", justify="right", footer=fmt_money(grand.total_cost))
+    # Beside every total, how many calls it leaves out for want of a price.
+    unpriced = grand.unpriced_calls > 0
+    if unpriced:
+        table.add_column("unpriced calls", justify="right", footer=str(grand.unpriced_calls))
     for g in rows:
-        table.add_row(Text(fmt_key(g.key)), str(g.calls), str(g.input_tokens),
-                      str(g.output_tokens), fmt_money(g.total_cost))
+        cells: list[Text | str] = [Text(fmt_key(g.key)), str(g.calls), str(g.input_tokens),
+                                   str(g.output_tokens), fmt_money(g.total_cost)]
+        table.add_row(*cells, *([str(g.unpriced_calls)] if unpriced else []))
     return table
 
 
 @click.command("costs")
 @click.option("--by", type=click.Choice(GROUPS), default="user", show_default=True,
               help="Group totals by this.")
-@time_option("--after", "Costs recorded at or after TIME (ISO date or datetime, naive = "
+@time_option("--after", "Calls made at or after TIME (ISO date or datetime, naive = "
              "UTC, or a period ago like 7d, 12h, 30m).")
-@time_option("--before", "Costs recorded at or before TIME.")
+@time_option("--before", "Calls made at or before TIME.")
 @click.option("--conversation", "conversation_id", metavar="ID", help="Only this conversation.")
 @click.option("--user", "user_id", metavar="ID", help="Only this user.")
 @click.option("--provider", metavar="NAME", help="Only this provider.")
@@ -143,13 +175,18 @@ async def costs_cmd(store: EventStore, *, by: str, after: datetime | None,
                     as_json: bool) -> None:
     """Exact cost totals grouped by user, model, provider, day, conversation or tag.
 
-    Days are the UTC date of each call (occurred_at); --after/--before bound the time the
-    cost was recorded, like every other filter. By tag, a record with several tags counts
-    in each of their groups (the total counts it once); untagged ones group as (none).
+    Days are the UTC date of each call (occurred_at), and --after/--before bound the same
+    time. By tag, a record with several tags counts in each of their groups (the total
+    counts it once); untagged ones group as (none). Calls recorded without a known price
+    are counted beside the totals (the "unpriced calls" column, `unpriced_calls` in JSON),
+    never as $0.
     """
-    f = make_filters(conversation_id=conversation_id, user_id=user_id,
-                     types=(COST_RECORDED,), after=after, before=before)
-    totals = await cost_totals(store, f, by, provider=provider, model=model)
+    # The time bounds are checked here but applied to occurred_at, not the commit time.
+    checked = make_filters(conversation_id=conversation_id, user_id=user_id,
+                           types=(COST_RECORDED, LLM_CALL), after=after, before=before)
+    f = msgspec.structs.replace(checked, after=None, before=None)
+    totals = await cost_totals(store, f, by, provider=provider, model=model, after=after,
+                               before=before)
     rows = totals.ordered(top)
     if totals.skipped:
         note(f"warning: skipped {totals.skipped} cost records without a valid total_cost")
@@ -157,7 +194,8 @@ async def costs_cmd(store: EventStore, *, by: str, after: datetime | None,
     if as_json:
         emit_json({"by": by, "after": after, "before": before, "groups": rows,
                    "calls": grand.calls, "input_tokens": grand.input_tokens,
-                   "output_tokens": grand.output_tokens, "total_cost": grand.total_cost})
+                   "output_tokens": grand.output_tokens, "total_cost": grand.total_cost,
+                   "unpriced_calls": grand.unpriced_calls})
         return
     out.print(costs_table(totals, rows))
     if len(totals.groups) > len(rows):

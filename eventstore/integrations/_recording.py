@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from ..budgets.enforce import refuse_if_exhausted, refuse_if_exhausted_sync
 from ..calls import to_json
 from ..calls.streams import StreamAccumulator, accumulator_for
 from ..scope import current_attribution
@@ -111,6 +112,7 @@ class Binding:
     metadata: Mapping[str, Any]
     record_messages: bool
     record_timeout: float
+    enforce_budgets: bool = False
 
 
 @dataclass(slots=True)
@@ -182,8 +184,34 @@ def start_call(binding: Binding, flavor: str, path: str, request: Mapping[str, A
         metadata={**scope.metadata, **binding.metadata}, stream=stream,
     )
     mark_current_span()
-    before_send(call)
     return call
+
+
+def _budget_ids(call: Call) -> dict[str, Any]:
+    model = call.request.get("model")
+    return {"provider": call.binding.provider, "model": model if isinstance(model, str)
+            else None, "user_id": call.user_id, "conversation_id": call.conversation_id,
+            "metadata": call.metadata}
+
+
+def enforce_sync(call: Call) -> None:
+    """Before a sync request leaves: with enforce_budgets=True, refuse it (and record the
+    refusal) with BudgetExceededError when a budget it falls under is exhausted."""
+    if call.binding.enforce_budgets:
+        refuse_if_exhausted_sync(call.binding.store, timeout=call.binding.record_timeout,
+                                 **_budget_ids(call))
+
+
+async def enforce_async(call: Call) -> None:
+    """enforce_sync for an async request (on the store's loop, or submitted to it)."""
+    if not call.binding.enforce_budgets:
+        return
+    store = call.binding.store
+    check = refuse_if_exhausted(store, **_budget_ids(call))
+    if _running_loop() is store_loop(store):
+        await check
+    else:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(check, store.loop))
 
 
 # The attribute an integration puts on the OpenTelemetry span current when a call starts
@@ -201,11 +229,6 @@ def mark_current_span() -> None:
     span = trace.get_current_span()
     if span.is_recording():
         span.set_attribute(OTEL_MARK, True)
-
-
-def before_send(call: Call) -> None:
-    """Runs before the request leaves: the place where budgets (issue 18) refuse a call
-    with BudgetExceededError when the integration was given enforce_budgets=True."""
 
 
 def count_attempt() -> None:

@@ -26,6 +26,8 @@ from ._recording import (
     Call,
     count_attempt,
     current_call,
+    enforce_async,
+    enforce_sync,
     failed,
     record_async,
     record_sync,
@@ -139,6 +141,7 @@ def _sync_request(sdk: Sdk) -> Callable[..., Any]:
         call = _start(sdk, instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
+        enforce_sync(call)
         mode = _raw_mode(_split(args, kwargs)[0])
         token = current_call.set(call)
         try:
@@ -164,6 +167,7 @@ def _async_request(sdk: Sdk) -> Callable[..., Any]:
         call = _start(sdk, instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
+        await enforce_async(call)
         mode = _raw_mode(_split(args, kwargs)[0])
         token = current_call.set(call)
         try:

@@ -57,6 +57,7 @@ def instrument_anthropic(
     metadata: Mapping[str, Any] | None = None,
     record_messages: bool = True,
     record_timeout: float = 5.0,
+    enforce_budgets: bool = False,
 ) -> ClientT:
     """Record every Messages call of `client` (an `anthropic.Anthropic` or
     `AsyncAnthropic`) in `store`; returns the client. The options are those of
@@ -65,6 +66,6 @@ def instrument_anthropic(
     bind(client, Binding(
         store=store, provider="anthropic", conversation_id=conversation_id,
         user_id=user_id, metadata=dict(metadata or {}), record_messages=record_messages,
-        record_timeout=record_timeout,
+        record_timeout=record_timeout, enforce_budgets=enforce_budgets,
     ))
     return client

@@ -67,6 +67,7 @@ def instrument_openai(
     metadata: Mapping[str, Any] | None = None,
     record_messages: bool = True,
     record_timeout: float = 5.0,
+    enforce_budgets: bool = False,
 ) -> ClientT:
     """Record every model call of `client` (an `openai.OpenAI`, `AsyncOpenAI` or an Azure
     client) in `store`; returns the client. Azure clients record provider
@@ -76,7 +77,10 @@ def instrument_openai(
     `store.conversation(...)` block apply. `metadata` is added to every event.
     `record_messages=False` records parameters, usage, cost, timings and errors, never a
     message or the content of a reply. `record_timeout` bounds how long a sync call waits
-    for its events to be written. Instrumenting again replaces the binding.
+    for its events to be written. `enforce_budgets=True` refuses a call with
+    BudgetExceededError, before it is sent, when a budget of the store that it falls under
+    is exhausted (the refusal is recorded as a `budget_refused` event). Instrumenting
+    again replaces the binding.
     """
     from openai import AsyncAzureOpenAI, AzureOpenAI
 
@@ -86,6 +90,6 @@ def instrument_openai(
         store=store, provider="azure.ai.openai" if azure else "openai",
         conversation_id=conversation_id, user_id=user_id,
         metadata=dict(metadata or {}), record_messages=record_messages,
-        record_timeout=record_timeout,
+        record_timeout=record_timeout, enforce_budgets=enforce_budgets,
     ))
     return client

@@ -172,8 +172,8 @@ def test_no_module_reaches_into_another_modules_private_state() -> None:
 
 def test_public_names_are_pinned_and_documented() -> None:
     assert sorted(eventstore.__all__) == sorted([
-        "BackendError", "CatchUpTimeoutError", "CorruptEventError", "DuplicateEventError",
-        "Encryption",
+        "BackendError", "Budget", "BudgetExceededError", "BudgetStatus",
+        "CatchUpTimeoutError", "CorruptEventError", "DuplicateEventError", "Encryption",
         "EncryptionError", "Event", "EventStore", "EventStoreError", "HandlerTimeoutError",
         "InvalidCursorError", "InvalidEventError", "InvalidOptionError", "InvalidPriceError",
         "InvalidQueryError", "InvalidUsageError",
@@ -201,7 +201,8 @@ def test_every_public_error_is_an_eventstore_error() -> None:
 @pytest.mark.parametrize("module", ["eventstore.signals", "eventstore.projections",
                                     "eventstore.integrations", "eventstore.redaction",
                                     "eventstore.encryption", "eventstore.pricing",
-                                    "eventstore.privacy", "eventstore.subscriptions"])
+                                    "eventstore.privacy", "eventstore.subscriptions",
+                                    "eventstore.budgets"])
 def test_public_modules_document_every_exported_name(module: str) -> None:
     loaded = importlib.import_module(module)
     assert inspect.getdoc(loaded)

@@ -1,0 +1,101 @@
+"""Budget overhead: `record_cost` throughput with 100 active budgets against none.
+
+    python benchmarks/budgets.py [--calls 2000] [--url postgresql://...]
+
+20 producer tasks record `--calls` costs in all (provider-reported costs, 50 users, 20
+conversations, 5 tags), first on a store with no budgets, then on a fresh store with 100
+budgets (per user / conversation / tag / total, day / month / total windows, each with a
+warning, limits spread so that some scopes cross them). Reported: record_cost calls/s
+(the appends alone), and calls/s until the budget watcher has handled every cost (the
+end-to-end figure, alerts appended), with their ratio to the store without budgets, in
+the same process. Rows for memory and SQLite, and PostgreSQL (a throwaway schema) when a
+server answers at --url (default EVENTSTORE_PG_URL or the local test database).
+Target (issue 18): record_cost throughput with 100 budgets >= 0.8x without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pg_schema import DEFAULT_URL, drop_schema, throwaway_schema
+
+from eventstore import Budget, EventStore
+
+PRODUCERS = 20
+PERS = ("user", "conversation", "tag", "total")
+WINDOWS = ("day", "month", "total")
+
+
+def hundred_budgets() -> list[Budget]:
+    budgets = []
+    for i in range(100):
+        per, window = PERS[i % 4], WINDOWS[(i // 4) % 3]
+        budgets.append(Budget(limit=Decimal(1 + i), per=per, window=window, warn_at=(0.5,),
+                              name=f"b{i}"))
+    return budgets
+
+
+async def run(url: str, options: dict[str, Any], calls: int,
+              budgets: list[Budget]) -> tuple[float, float]:
+    async with EventStore.open(url, budgets=budgets, **options) as store:
+        async def producer(k: int) -> None:
+            for n in range(k, calls, PRODUCERS):
+                await store.record_cost(
+                    provider="bench", model="m", input_tokens=100, output_tokens=10,
+                    cost=Decimal("0.05"), user_id=f"u{n % 50}",
+                    conversation_id=f"c{n % 20}", metadata={"tags": [f"t{n % 5}"]})
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(producer(k) for k in range(PRODUCERS)))
+        appended = time.perf_counter() - t0
+        for sub in store.subscriptions:
+            await sub.caught_up(timeout=None)
+        settled = time.perf_counter() - t0
+    return calls / appended, calls / settled
+
+
+async def row(name: str, url: str, options: dict[str, Any], calls: int) -> None:
+    plain, _ = await run(url, options, calls, [])
+    if "schema" in options:  # the second run gets a log of its own
+        options = {**options, "schema": options["schema"] + "_b"}
+    elif url.startswith("sqlite"):
+        url = url.replace(".db", "-b.db")
+    else:
+        url = url + "-b"
+    with_budgets, settled = await run(url, options, calls, hundred_budgets())
+    print(f"| {name} | {plain:,.0f} | {with_budgets:,.0f} | {with_budgets / plain:.2f} | "
+          f"{settled:,.0f} | {settled / plain:.2f} |")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--url", default=DEFAULT_URL)
+    args = parser.parse_args()
+    print(f"record_cost, {args.calls} calls from {PRODUCERS} tasks; 100 budgets vs none")
+    print("| backend | calls/s, no budgets | calls/s, 100 budgets | ratio | "
+          "calls/s to alerts settled | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    await row("memory", "memory://bench", {}, args.calls)
+    with tempfile.TemporaryDirectory() as tmp:
+        await row("SQLite", f"sqlite:///{Path(tmp) / 'bench.db'}", {}, args.calls)
+    found = await throwaway_schema(args.url)
+    if isinstance(found, str):
+        print(f"(PostgreSQL skipped: {found})")
+        return
+    schema = found[1]
+    try:
+        await row("PostgreSQL", args.url, {"schema": schema}, args.calls)
+    finally:
+        await drop_schema(args.url, schema)
+        await drop_schema(args.url, schema + "_b")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
