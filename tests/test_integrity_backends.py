@@ -537,6 +537,9 @@ async def spawn(db: str, tag: str) -> asyncio.subprocess.Process:
         stderr=asyncio.subprocess.PIPE)
 
 
+OWN_APPENDS = 5
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_several_processes_keep_one_consistent_tree(tmp_path: Path, kind: str) -> None:
     if kind == "postgres":
@@ -559,20 +562,28 @@ async def test_several_processes_keep_one_consistent_tree(tmp_path: Path, kind: 
                     proc.stdin.write(b"go\n")
                     await proc.stdin.drain()
                 readers = [asyncio.ensure_future(proc.communicate()) for proc in procs]
-                while not all(r.done() for r in readers):
-                    heads.append(await store.tree_head())  # heads seen during the run
+                # This process writes too, and reads the head after each of its own
+                # appends: every one of those heads is distinct however the scheduler
+                # interleaves the children, so the consistency proofs below always have
+                # several intermediate heads to link (sampling alone could see just one).
+                own = 0
+                while not all(r.done() for r in readers) or own < OWN_APPENDS:
+                    if own < OWN_APPENDS:
+                        await store.append(Event(type="parent", data={"n": own}))
+                        own += 1
+                    heads.append(await store.tree_head())
                     await asyncio.wait(readers, timeout=0.05)
                 for proc, reader in zip(procs, readers, strict=True):
                     output, errors = reader.result()
                     assert proc.returncode == 0, errors.decode()
                     assert output.decode().rstrip().endswith("DONE")
                 final = await store.tree_head()
-                assert final.size == 3 * 15 * 17 == await store.head()
+                assert final.size == 3 * 15 * 17 + OWN_APPENDS == await store.head()
                 assert final.root == mth(await reference_hashes(store))
                 for seq in range(1, final.size + 1):
                     assert (await store.prove(seq)).verify(final.root)
                 seen = sorted({(h.size, h.root) for h in heads})
-                assert len(seen) >= 3
+                assert len(seen) >= OWN_APPENDS
                 for (old, old_root), (new, new_root) in zip(
                         seen, [*seen[1:], (final.size, final.root)], strict=True):
                     proof = await store.prove_consistency(old, new)
