@@ -17,12 +17,13 @@ Signals go out in the process whose append wrote the alert.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
@@ -43,6 +44,7 @@ log = logging.getLogger("eventstore.budgets")
 
 COST_TYPES: Final = frozenset({COST_RECORDED})
 _REMEMBERED: Final = 100_000  # alert ids this store knows are stored (a bounded memo)
+_TOTAL: Final = window_of("total", datetime(2000, 1, 1, tzinfo=UTC))
 
 
 def _checked(budgets: Sequence[Budget]) -> tuple[Budget, ...]:
@@ -108,6 +110,18 @@ class BudgetWatcher:
         self._groups: dict[tuple[str, str], list[Budget]] = {}
         for budget in self.budgets:
             self._groups.setdefault((budget.per, budget.window), []).append(budget)
+        # one representative budget per `per` (its scopes), and the groups of each window
+        # kind: a cost event computes its scopes and windows once, not once per group
+        self._pers: dict[str, Budget] = {}
+        self._kinds: dict[str, list[tuple[str, list[Budget]]]] = {}
+        for (per, kind), group in self._groups.items():
+            self._pers.setdefault(per, group[0])
+            self._kinds.setdefault(kind, []).append((per, group))
+        self._windows: dict[tuple[str, int, int, int], Window] = {}
+        # True while every cost event since seq 0 has been folded into `_spend` (the
+        # subscription started at the beginning of the log and no entry was dropped): a
+        # scope and window never seen then has spent exactly 0, with no rollup read.
+        self._from_zero = False
 
     @property
     def subscription_name(self) -> str:
@@ -126,30 +140,79 @@ class BudgetWatcher:
                 pass  # another store recorded this definition first (at its own time)
         self.subscription = await self._store.subscribe(
             self.on_cost, name=self.subscription_name, types=COST_TYPES)
+        # subscribe() loads the checkpoint and launches the task without yielding, so no
+        # cost has been handled yet: position 0 means this store folds the whole log.
+        self._from_zero = self.subscription.position == 0
 
     async def on_cost(self, event: RecordedEvent) -> None:
-        """The subscription's handler: the alerts a cost event brings, appended once."""
+        """The subscription's handler: the alerts a cost event brings, appended once.
+        Its work grows with the (per, window) groups and the thresholds it crosses, not
+        with the number of budgets: each group keeps one spent figure per scope."""
         cost = cost_or_none(event.data.get("total_cost")) or ZERO
-        for (per, kind), budgets in self._groups.items():
-            window = window_of(kind, event.occurred_at)
-            for scope in budgets[0].scopes_of(event):
-                spend = self._spend.get((per, scope, window.label))
-                if spend is None:
-                    spend = await self._read(budgets, scope, window)
-                else:
-                    spend.fold(event.seq, cost)
-                read_again = False
-                while spend.pending and spend.pending[0][0] <= spend.high:
-                    amount, _, budget, threshold = spend.pending[0]
-                    if amount > spend.low:
-                        if read_again:
-                            break  # still not a sure crossing: a later cost decides it
-                        # the bounds straddle it: ask the rollup again (exact, committed)
-                        spend = await self._read(budgets, scope, window)
-                        read_again = True
-                        continue
-                    await self._alert(budget, scope, window, threshold, spend.low, event)
-                    spend.pending.pop(0)
+        scopes = {per: budget.scopes_of(event) for per, budget in self._pers.items()}
+        crossings: list[tuple[Budget, str, Window, Threshold, Decimal]] = []
+        reached: list[tuple[_Spend, int]] = []
+        for kind, groups in self._kinds.items():
+            window = self._window(kind, event.occurred_at)
+            for per, budgets in groups:
+                for scope in scopes[per]:
+                    spend = await self._crossed(budgets, scope, window, event, cost, crossings)
+                    if spend is not None:
+                        reached.append(spend)
+        if len(crossings) == 1:
+            await self._alert(*crossings[0], event)
+        elif crossings:
+            # concurrently, so the store's group commit writes them in one transaction
+            await asyncio.gather(*(self._alert(*c, event) for c in crossings))
+        # only once they are in the log: a failed append leaves them pending for the retry
+        for spend, count in reached:
+            del spend.pending[:count]
+
+    def _window(self, kind: str, moment: datetime) -> Window:
+        if kind == "total":
+            return _TOTAL
+        utc = moment.astimezone(UTC)
+        key = (kind, utc.year, utc.month, utc.day if kind == "day" else 1)
+        window = self._windows.get(key)
+        if window is None:
+            if len(self._windows) > 1_000:
+                self._windows.clear()
+            window = self._windows[key] = window_of(kind, utc)
+        return window
+
+    async def _crossed(self, budgets: list[Budget], scope: str, window: Window,
+                       event: RecordedEvent, cost: Decimal,
+                       crossings: list[tuple[Budget, str, Window, Threshold, Decimal]]
+                       ) -> tuple[_Spend, int] | None:
+        """Fold the cost into the scope's spent and collect the thresholds it surely
+        reached: the first `count` of the spend's `pending` (returned as (spend, count))."""
+        key = (budgets[0].per, scope, window.label)
+        spend = self._spend.get(key)
+        if spend is None:
+            if self._from_zero:
+                spend = self._new(budgets, scope, window, ZERO, 0, 0, 0)
+                spend.fold(event.seq, cost)
+            else:
+                spend = await self._read(budgets, scope, window)
+        else:
+            spend.fold(event.seq, cost)
+        read_again = False
+        count = 0
+        first = len(crossings)
+        while count < len(spend.pending) and spend.pending[count][0] <= spend.high:
+            amount, _, budget, threshold = spend.pending[count]
+            if amount > spend.low:
+                if read_again:
+                    break  # still not a sure crossing: a later cost decides it
+                # the bounds straddle it: ask the rollup again (exact, committed)
+                spend = await self._read(budgets, scope, window)
+                read_again = True
+                count = 0
+                del crossings[first:]  # the new figure's pending holds them again
+                continue
+            crossings.append((budget, scope, window, threshold, spend.low))
+            count += 1
+        return (spend, count) if count else None
 
     async def _read(self, budgets: list[Budget], scope: str, window: Window) -> _Spend:
         """The scope's spent from the rollup, with the heads read around it: costs with a
@@ -157,15 +220,20 @@ class BudgetWatcher:
         before = await self._store.head()
         spent = await spent_in(self._store, budgets[0], scope, window)
         after = await self._store.head()
+        return self._new(budgets, scope, window, spent, after, before, before)
+
+    def _new(self, budgets: list[Budget], scope: str, window: Window, spent: Decimal,
+             low_from: int, high_from: int, last: int) -> _Spend:
         pending = sorted(
             (t.amount, i, b, t) for i, (b, t) in enumerate(
                 (b, t) for b in budgets for t in b.thresholds)
             if (b.label, scope, window.label, t.label) not in self._known)
-        spend = _Spend(low=spent, high=spent, low_from=after, high_from=before, last=before,
-                       pending=pending)
+        spend = _Spend(low=spent, high=spent, low_from=low_from, high_from=high_from,
+                       last=last, pending=pending)
         self._spend[(budgets[0].per, scope, window.label)] = spend
         if len(self._spend) > _REMEMBERED:
             del self._spend[next(iter(self._spend))]
+            self._from_zero = False  # a dropped scope's figure must be read again
         return spend
 
     async def _alert(self, budget: Budget, scope: str, window: Window, threshold: Threshold,
