@@ -156,9 +156,10 @@ class BudgetWatcher:
             window = self._window(kind, event.occurred_at)
             for per, budgets in groups:
                 for scope in scopes[per]:
-                    spend = await self._crossed(budgets, scope, window, event, cost, crossings)
-                    if spend is not None:
-                        reached.append(spend)
+                    crossed = await self._crossed(budgets, scope, window, event, cost,
+                                                  crossings)
+                    if crossed is not None:
+                        reached.append(crossed)
         if len(crossings) == 1:
             await self._alert(*crossings[0], event)
         elif crossings:
