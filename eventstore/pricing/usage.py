@@ -3,7 +3,8 @@ priced by genai-prices with the call's price context and date.
 
 Hand-written usage readers and per-token arithmetic got long-context tiers, service
 tiers, 1-hour cache writes and server-tool fees wrong (by 2x in both directions), so
-both steps are the library's (`extract_usage`, `calc_price`); what eventstore adds is
+both steps are the library's (`extract_usage`, `calc_price`, the latter with its
+per-price work cached: see `calc`); what eventstore adds is
 the policy around them: the price on the call's date, Decimal end to end (the library's
 Decimals are recorded as they are, digit for digit), and an unknown price recorded as
 *unpriced*, never as 0.
@@ -22,6 +23,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from ..errors import EventStoreError, UnknownModelError
+from .calc import calculate
 from .money import EXACT
 from .prices import (
     OTEL_PROVIDER_IDS,
@@ -145,17 +147,15 @@ def price_context_of(flavor: str, request: Mapping[str, Any],
 def _genai_price(usage: CallUsage, provider: str, model: str, at: datetime,
                  context: Mapping[str, str]) -> CallPrice:
     import genai_prices
-    from genai_prices import calc_price
 
     try:
-        calc = calc_price(genai_prices.Usage(**usage.values), model_ref=model,
-                          provider_id=genai_provider_id(provider),
-                          genai_request_timestamp=at, price_context=dict(context) or None)
+        calc = calculate(usage.values, model_ref=model, provider_id=genai_provider_id(provider),
+                         at=at, context=context)
     except LookupError as exc:
         return CallPrice(unpriced_reason=f"genai-prices: {exc}", context=dict(context))
     except ValueError as exc:  # usage the model's prices cannot take
         return CallPrice(unpriced_reason=f"genai-prices: {exc}", context=dict(context))
-    source = f"genai-prices {genai_prices.__version__} {calc.provider.id}/{calc.model.id}"
+    source = f"genai-prices {genai_prices.__version__} {calc.provider_id}/{calc.model_id}"
     if context:
         source += " [" + ", ".join(f"{k}={v}" for k, v in sorted(context.items())) + "]"
     return CallPrice(input_cost=calc.input_price, output_cost=calc.output_price,
