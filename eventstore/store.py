@@ -37,6 +37,7 @@ from .cursor import CursorCodec
 from .errors import (
     DuplicateEventError,
     EventStoreError,
+    InvalidCallError,
     InvalidEventError,
     InvalidOptionError,
     RetentionError,
@@ -858,6 +859,24 @@ class EventStore:
             price_context=price_context, incomplete=incomplete,
             record_messages=record_messages)
         note_call(recorded)  # what the conversation scope's thumbs_up() rates
+        return recorded
+
+    @instrumented("record_llm_calls")
+    async def record_llm_calls(self, calls: Sequence[Mapping[str, Any]]) -> list[RecordedEvent]:
+        """Record several model calls in one append, all or nothing: each item holds the
+        keyword arguments of `record_llm_call` (provider, model, request, response,
+        latency_ms, ...). Returns their `llm_call` events in order. Calls of one
+        conversation are recorded in the order given (each references the messages the
+        earlier ones stored). A malformed call raises InvalidCallError and nothing is
+        written; so does any failure of the append, for every call of the batch."""
+        self._check_open()
+        items = None if isinstance(calls, Mapping | str) else list(calls)
+        if items is None or not all(isinstance(c, Mapping) for c in items):
+            raise InvalidCallError("record_llm_calls() takes a list of dicts, each holding "
+                                   "the keyword arguments of record_llm_call")
+        recorded = await self._calls.record_many(items)
+        if recorded:
+            note_call(recorded[-1])
         return recorded
 
     @instrumented("calls")

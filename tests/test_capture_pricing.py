@@ -13,7 +13,7 @@ import genai_prices
 import pytest
 from genai_prices import calc_price, extract_usage
 
-from eventstore import EventStore, UnknownModelError
+from eventstore import EventStore, EventStoreError, UnknownModelError
 from eventstore.calls import nearest_rank
 from eventstore.errors import InvalidCallError
 
@@ -317,3 +317,87 @@ async def test_costs_command_counts_unpriced_calls_beside_the_totals(tmp_path: A
     assert Decimal(json_lines(doc)[0]["total_cost"]) == total
     # --after bounds the calls' own time: the backdated call is not in it.
     assert json_lines(recent)[0]["unpriced_calls"] == 1
+
+
+async def test_a_batch_of_calls_is_recorded_like_the_calls_one_by_one() -> None:
+    """record_llm_calls: the same events as one record_llm_call each, in one append."""
+    def conversation(turns: int) -> list[dict[str, Any]]:
+        calls, messages = [], [{"role": "system", "content": "be brief"}]
+        for turn in range(turns):
+            messages = [*messages, {"role": "user", "content": f"question {turn}"}]
+            calls.append({"provider": "openai", "model": "gpt-4o-mini",
+                          "request": {"model": "gpt-4o-mini", "messages": messages},
+                          "response": chat("gpt-4o-mini", 100 + turn, 20),
+                          "latency_ms": 5.0, "occurred_at": WHEN, "conversation_id": "c1",
+                          "user_id": "u1"})
+            messages = [*messages, {"role": "assistant", "content": "ok"}]
+        return calls
+
+    async with EventStore.open("memory://") as one, EventStore.open("memory://") as many:
+        singles = [await one.record_llm_call(**call) for call in conversation(3)]
+        batch = await many.record_llm_calls(conversation(3))
+        assert [e.type for e in batch] == ["llm_call"] * 3
+        # each later call of the batch extends the list of the call before it
+        for earlier, call, single in zip(batch, batch[1:], singles[1:], strict=False):
+            assert call.data["messages"]["messages"]["after"] == earlier.id
+            assert call.data["messages"]["messages"]["add"] == \
+                single.data["messages"]["messages"]["add"]
+        for store in (one, many):
+            kinds = [e.type async for e in store.read()]
+            # call 1: system, question, reply; call 2: the assistant turn, question,
+            # reply; call 3: the question and the reply (that assistant turn is stored)
+            assert kinds.count("message_sent") == 3 + 3 + 2
+            assert kinds.count("cost_recorded") == 3
+        shape = [(e.type, e.data.get("role"), e.data.get("content"), e.data.get("total_cost"))
+                 async for e in one.read()]
+        assert shape == [(e.type, e.data.get("role"), e.data.get("content"),
+                          e.data.get("total_cost")) async for e in many.read()]
+        assert await many.sum_cost(user_id="u1") == await one.sum_cost(user_id="u1")
+        # a later single call in the conversation references what the batch stored
+        later = conversation(4)[-1]
+        await many.record_llm_call(**later)
+        await one.record_llm_call(**later)
+        assert await many.count_events(type="message_sent") == \
+            await one.count_events(type="message_sent")
+
+
+async def test_a_batch_with_a_bad_call_writes_nothing(mstore: EventStore) -> None:
+    good = {"provider": "openai", "model": "gpt-4o-mini", "request": CHAT_REQ,
+            "response": chat("gpt-4o-mini", 10, 2), "latency_ms": 1.0,
+            "conversation_id": "c"}
+    with pytest.raises(InvalidCallError):
+        await mstore.record_llm_calls([good, {**good, "provider": ""}])
+    with pytest.raises(InvalidCallError, match="call 1"):
+        await mstore.record_llm_calls([good, {**good, "no_such_argument": 1}])
+    with pytest.raises(InvalidCallError):
+        await mstore.record_llm_calls(good)  # type: ignore[arg-type]
+    assert await mstore.count_events() == 0
+    assert await mstore.record_llm_calls([]) == []
+    (recorded,) = await mstore.record_llm_calls([good])
+    assert recorded.type == "llm_call"
+    assert await mstore.count_events(type="cost_recorded") == 1
+
+
+async def test_a_batch_whose_append_fails_leaves_the_conversation_as_it_was() -> None:
+    refuse = {"on": False}
+
+    def hook(event: Any) -> Any:
+        if refuse["on"] and event.type == "llm_call":
+            raise ValueError("refused")
+        return event
+
+    async with EventStore.open("memory://", redact=[hook]) as store:
+        call = {"provider": "openai", "model": "gpt-4o-mini", "request": CHAT_REQ,
+                "response": chat("gpt-4o-mini", 10, 2), "latency_ms": 1.0,
+                "conversation_id": "c"}
+        refuse["on"] = True
+        with pytest.raises(EventStoreError):
+            await store.record_llm_calls([call, call])
+        assert await store.count_events() == 0
+        refuse["on"] = False
+        await store.record_llm_calls([call])
+        # the messages the failed batch would have stored are stored now, once
+        stored = await store.count_events(type="message_sent")
+        assert stored >= 1
+        await store.record_llm_call(**call)
+        assert await store.count_events(type="message_sent") == stored + 1  # the reply only

@@ -17,10 +17,11 @@ event's id is the call id (`feedback(call_id=...)`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -213,7 +214,8 @@ def _cost_data(provider: str, model: str, tokens: Mapping[str, int], price: Call
 
 
 class CallRecorder:
-    """Records model calls into the log: `record` is the store's record_llm_call."""
+    """Records model calls into the log: `record` is the store's record_llm_call,
+    `record_many` its batch form (one append for a whole batch of calls)."""
 
     def __init__(self, reader: LogReader,
                  append_many: Callable[[list[Event]], Awaitable[list[RecordedEvent]]],
@@ -223,12 +225,66 @@ class CallRecorder:
         self._index = MessageIndex(reader, LLM_CALL)
 
     async def record(self, **call: Any) -> RecordedEvent:
-        return await _record(self._index, self._append_many, self._pricing(), **call)
+        (recorded,) = await self._commit([_prepare(self._pricing(), **call)])
+        return recorded
+
+    async def record_many(self, calls: Sequence[Mapping[str, Any]]) -> list[RecordedEvent]:
+        """Record every call, in order, in one append: all are recorded or none is (a
+        malformed one raises InvalidCallError before anything is written)."""
+        pricing = self._pricing()
+        planned = []
+        for i, call in enumerate(calls):
+            try:
+                planned.append(_prepare(pricing, **call))
+            except TypeError as exc:  # a key record_llm_call does not take
+                raise InvalidCallError(f"call {i} of the batch: {exc}") from None
+        return await self._commit(planned)
+
+    async def _commit(self, planned: list[_Planned]) -> list[RecordedEvent]:
+        """Build each call's events against its conversation's stored messages (the
+        conversations' locks held, in a fixed order) and append them all at once."""
+        if not planned:
+            return []
+        conversations = sorted({p.conversation_id for p in planned
+                                if p.conversation_id is not None})
+        async with contextlib.AsyncExitStack() as stack:
+            for conversation_id in conversations:
+                await stack.enter_async_context(self._index.lock(conversation_id))
+            states = {c: await self._index.conversation(c) for c in conversations}
+            before = {c: (set(s.digests), s.last) for c, s in states.items()}
+            events: list[Event] = []
+            counts: list[int] = []
+            for p in planned:
+                built = p.build(states[p.conversation_id] if p.conversation_id is not None
+                                else Conversation())
+                events += built
+                counts.append(len(built))
+            try:
+                recorded = await self._append_many(events)
+            except BaseException:
+                for c, (digests, last) in before.items():  # nothing was written
+                    states[c].digests, states[c].last = digests, last
+                raise
+        calls: list[RecordedEvent] = []
+        start = 0
+        for count in counts:
+            calls.append(next(r for r in recorded[start:start + count] if r.type == LLM_CALL))
+            start += count
+        return calls
 
 
-async def _record(
-    index: MessageIndex,
-    append_many: Callable[[list[Event]], Awaitable[list[RecordedEvent]]],
+class _Planned:
+    """One call, checked and priced: `build` makes its events for a conversation state."""
+
+    __slots__ = ("build", "conversation_id")
+
+    def __init__(self, conversation_id: str | None,
+                 build: Callable[[Conversation], list[Event]]) -> None:
+        self.conversation_id = conversation_id
+        self.build = build
+
+
+def _prepare(
     pricing: PricingProvider,
     *,
     provider: str,
@@ -248,9 +304,10 @@ async def _record(
     price_context: Mapping[str, str] | None = None,
     incomplete: bool = False,
     record_messages: bool = True,
-) -> RecordedEvent:
-    """Record one model call (see the module docstring); returns its `llm_call` event.
-    Ids left None come from the enclosing `store.conversation(...)` scope."""
+) -> _Planned:
+    """Check and price one model call (see the module docstring); its events are built
+    when it is committed. Ids left None come from the enclosing `store.conversation(...)`
+    scope."""
     # the scopes' ids and metadata (trace, prompt, tags: tags add up)
     conversation_id, user_id, metadata = scoped(conversation_id, user_id, metadata)
     _check(provider, model, request, response, latency_ms, occurred_at)
@@ -285,7 +342,7 @@ async def _record(
         return Event(type=kind, data=data, metadata=dict(meta), occurred_at=when, **ids,
                      **extra)
 
-    async def build(state: Conversation) -> list[Event]:
+    def build(state: Conversation) -> list[Event]:
         known = state.digests
         fresh: list[str] = []
         events: list[Event] = []
@@ -346,16 +403,4 @@ async def _record(
         state.last = (call_id, refs)
         return events
 
-    if conversation_id is None:
-        recorded = await append_many(await build(Conversation()))
-    else:
-        async with index.lock(conversation_id):
-            state = await index.conversation(conversation_id)
-            before = (set(state.digests), state.last)
-            try:
-                recorded = await append_many(await build(state))
-            except BaseException:
-                state.digests, state.last = before  # nothing was written
-                raise
-    return next(r for r in recorded if r.type == LLM_CALL)
-
+    return _Planned(conversation_id, build)

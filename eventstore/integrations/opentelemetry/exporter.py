@@ -6,7 +6,9 @@
 The SDK calls `export` on its own thread (BatchSpanProcessor's worker). The exporter
 hands each batch to the store's event loop and waits there for the commit, so
 `force_flush()` and `shutdown()` return once what was exported is in the log (or failed,
-with a logged reason). The app's threads never wait on the store: ending a span only
+with a logged reason). The loop records a batch in chunks of `_CHUNK` calls, each one
+`record_llm_calls` (one append), concurrently: a chunk is priced and built while the
+one before it commits. The app's threads never wait on the store: ending a span only
 queues it in the processor. On the store's own loop thread (a SimpleSpanProcessor in
 async code) the batch is scheduled without waiting, since waiting would deadlock.
 
@@ -46,6 +48,9 @@ log = logging.getLogger("eventstore.integrations.opentelemetry")
 
 TRACE_STEP: Final = "trace_step"
 _REMEMBERED: Final = 100_000
+# calls per record_llm_calls: a batch goes in a few, so the loop prices and builds the
+# next while the previous one commits
+_CHUNK: Final = 128
 
 
 def from_sdk(span: ReadableSpan) -> SpanData:
@@ -121,19 +126,30 @@ class SpanRecorder:
         cannot be recorded (a malformed span, a closed store) is logged and skipped: it
         never fails the others.
 
-        Calls of different conversations are recorded concurrently, so the store's group
-        commit writes a batch in a few transactions; those of one conversation in order,
-        since each call references the messages the previous ones stored."""
+        The calls go to the store in chunks, each one `record_llm_calls` (one append);
+        should a chunk fail, its calls are recorded one by one, so only the call at fault
+        is lost: those of different conversations concurrently, those of one
+        conversation in order, since each references the messages the previous ones
+        stored. Chunks keep that order too (each takes its conversations' locks before
+        the next is built); a chunk recorded one by one may land after the next."""
         calls, steps = self.plan(spans)
-        by_conversation: dict[str | None, list[CallArgs]] = {}
-        for call in calls:
-            by_conversation.setdefault(call.conversation_id, []).append(call)
-        done = sum(await asyncio.gather(*(self._record_in_order(group)
-                                          for group in by_conversation.values())))
+        done = sum(await asyncio.gather(*(self._record_chunk(calls[i:i + _CHUNK])
+                                          for i in range(0, len(calls), _CHUNK))))
         if steps:
             await self._store.append_many(steps)
         self.recorded += done
         return len(calls) - done
+
+    async def _record_chunk(self, calls: list[CallArgs]) -> int:
+        try:
+            return len(await self._store.record_llm_calls([c.kwargs() for c in calls]))
+        except EventStoreError:
+            pass  # one by one, so only the call at fault is lost
+        by_conversation: dict[str | None, list[CallArgs]] = {}
+        for call in calls:
+            by_conversation.setdefault(call.conversation_id, []).append(call)
+        return sum(await asyncio.gather(*(self._record_in_order(group)
+                                          for group in by_conversation.values())))
 
     async def _record_in_order(self, calls: list[CallArgs]) -> int:
         done = 0
@@ -158,6 +174,7 @@ class EventStoreSpanExporter(SpanExporter):
         self._pending: set[concurrent.futures.Future[int]] = set()
         self._lock = threading.Lock()
         self._shut = False
+        _warm_prices()
 
     @property
     def recorded(self) -> int:
@@ -220,6 +237,17 @@ class EventStoreSpanExporter(SpanExporter):
         when the store is closed."""
         self._shut = True
         self.force_flush(timeout_millis=int(self._timeout * 1000))
+
+
+def _warm_prices() -> None:
+    """Load genai-prices' dataset on a thread of its own now, so the first batch of spans
+    does not wait the moment that takes on the store's loop."""
+    def load() -> None:
+        from genai_prices import data_snapshot
+
+        data_snapshot.get_snapshot()
+
+    threading.Thread(target=load, name="eventstore-prices-warmup", daemon=True).start()
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
