@@ -1,7 +1,7 @@
 """OpenTelemetry exporter figures: GenAI spans/s recorded through EventStoreSpanExporter,
 the process CPU time each costs (all threads: app, processor, loop, SQLite; on a loaded
-machine the steadier figure), and what ending a span costs the app's thread (the BatchSpanProcessor only queues it; the
-exporter runs on the processor's worker).
+machine the steadier figure), and what ending a span costs the app's thread (the
+BatchSpanProcessor only queues it; the exporter runs on the processor's worker).
 
     python benchmarks/otel.py                 # --spans 5000 --url sqlite:///...
 
