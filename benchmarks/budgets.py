@@ -1,6 +1,6 @@
 """Budget overhead: `record_cost` throughput with 100 active budgets against none.
 
-    python benchmarks/budgets.py [--calls 2000] [--url postgresql://...]
+    python benchmarks/budgets.py [--calls 2000] [--repeat 3] [--url postgresql://...]
 
 20 producer tasks record `--calls` costs in all (provider-reported costs, 50 users, 20
 conversations, 5 tags), first on a store with no budgets, then on a fresh store with 100
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import tempfile
 import time
 from decimal import Decimal
@@ -60,41 +61,60 @@ async def run(url: str, options: dict[str, Any], calls: int,
     return calls / appended, calls / settled
 
 
-async def row(name: str, url: str, options: dict[str, Any], calls: int) -> None:
-    plain, _ = await run(url, options, calls, [])
-    if "schema" in options:  # the second run gets a log of its own
-        options = {**options, "schema": options["schema"] + "_b"}
-    elif url.startswith("sqlite"):
-        url = url.replace(".db", "-b.db")
-    else:
-        url = url + "-b"
-    with_budgets, settled = await run(url, options, calls, hundred_budgets())
-    print(f"| {name} | {plain:,.0f} | {with_budgets:,.0f} | {with_budgets / plain:.2f} | "
-          f"{settled:,.0f} | {settled / plain:.2f} |")
+async def row(name: str, url: str, options: dict[str, Any], calls: int, repeat: int) -> None:
+    """`repeat` interleaved pairs (none, then 100 budgets), each run on a log of its own;
+    the medians of the figures and of the per-pair ratios."""
+    plain, budgeted, settled, ratios, settled_ratios = [], [], [], [], []
+    for i in range(repeat):
+        runs = []
+        for tag, budgets in (("a", []), ("b", hundred_budgets())):
+            run_url, run_options = url, dict(options)
+            if "schema" in options:
+                run_options["schema"] = f"{options['schema']}_{tag}{i}"
+            elif url.startswith("sqlite"):
+                run_url = url.replace(".db", f"-{tag}{i}.db")
+            else:
+                run_url = f"{url}-{tag}{i}"
+            runs.append(await run(run_url, run_options, calls, budgets))
+        (none, _), (with_budgets, to_settled) = runs
+        plain.append(none)
+        budgeted.append(with_budgets)
+        settled.append(to_settled)
+        ratios.append(with_budgets / none)
+        settled_ratios.append(to_settled / none)
+    med = statistics.median
+    print(f"| {name} | {med(plain):,.0f} | {med(budgeted):,.0f} | {med(ratios):.2f} "
+          f"({min(ratios):.2f}-{max(ratios):.2f}) | {med(settled):,.0f} | "
+          f"{med(settled_ratios):.2f} |")
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="interleaved pairs of runs per backend (medians are shown)")
     args = parser.parse_args()
     print(f"record_cost, {args.calls} calls from {PRODUCERS} tasks; 100 budgets vs none")
-    print("| backend | calls/s, no budgets | calls/s, 100 budgets | ratio | "
+    print("| backend | calls/s, no budgets | calls/s, 100 budgets | ratio (range) | "
           "calls/s to alerts settled | ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    await row("memory", "memory://bench", {}, args.calls)
+    await row("memory", "memory://bench", {}, args.calls, args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
-        await row("SQLite", f"sqlite:///{Path(tmp) / 'bench.db'}", {}, args.calls)
+        await row("SQLite", f"sqlite:///{Path(tmp) / 'bench.db'}", {}, args.calls,
+                      args.repeat)
     found = await throwaway_schema(args.url)
     if isinstance(found, str):
         print(f"(PostgreSQL skipped: {found})")
         return
     schema = found[1]
     try:
-        await row("PostgreSQL", args.url, {"schema": schema}, args.calls)
+        await row("PostgreSQL", args.url, {"schema": schema}, args.calls, args.repeat)
     finally:
         await drop_schema(args.url, schema)
-        await drop_schema(args.url, schema + "_b")
+        for i in range(args.repeat):
+            for tag in "ab":
+                await drop_schema(args.url, f"{schema}_{tag}{i}")
 
 
 if __name__ == "__main__":

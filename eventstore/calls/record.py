@@ -17,6 +17,7 @@ event's id is the call id (`feedback(call_id=...)`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import math
@@ -250,7 +251,9 @@ class CallRecorder:
         async with contextlib.AsyncExitStack() as stack:
             for conversation_id in conversations:
                 await stack.enter_async_context(self._index.lock(conversation_id))
-            states = {c: await self._index.conversation(c) for c in conversations}
+            # concurrently: a conversation this process has not seen is read from the log
+            states = dict(zip(conversations, await asyncio.gather(
+                *(self._index.conversation(c) for c in conversations)), strict=True))
             before = {c: (set(s.digests), s.last) for c, s in states.items()}
             events: list[Event] = []
             counts: list[int] = []
