@@ -8,7 +8,9 @@ budgets (per user / conversation / tag / total, day / month / total windows, eac
 warning, limits spread so that some scopes cross them). Reported: record_cost calls/s
 (the appends alone), and calls/s until the budget watcher has handled every cost (the
 end-to-end figure, alerts appended), with their ratio to the store without budgets, in
-the same process. Rows for memory and SQLite, and PostgreSQL (a throwaway schema) when a
+the same process (medians of `--repeat` interleaved pairs), and the process CPU time per
+call until settled, as a ratio none / 100 budgets (the figure a loaded machine moves
+least). Rows for memory and SQLite, and PostgreSQL (a throwaway schema) when a
 server answers at --url (default EVENTSTORE_PG_URL or the local test database).
 Target (issue 18): record_cost throughput with 100 budgets >= 0.8x without.
 """
@@ -43,7 +45,7 @@ def hundred_budgets() -> list[Budget]:
 
 
 async def run(url: str, options: dict[str, Any], calls: int,
-              budgets: list[Budget]) -> tuple[float, float]:
+              budgets: list[Budget]) -> tuple[float, float, float]:
     async with EventStore.open(url, budgets=budgets, **options) as store:
         async def producer(k: int) -> None:
             for n in range(k, calls, PRODUCERS):
@@ -53,18 +55,20 @@ async def run(url: str, options: dict[str, Any], calls: int,
                     conversation_id=f"c{n % 20}", metadata={"tags": [f"t{n % 5}"]})
 
         t0 = time.perf_counter()
+        cpu = time.process_time()
         await asyncio.gather(*(producer(k) for k in range(PRODUCERS)))
         appended = time.perf_counter() - t0
         for sub in store.subscriptions:
             await sub.caught_up(timeout=None)
         settled = time.perf_counter() - t0
-    return calls / appended, calls / settled
+        cpu = time.process_time() - cpu
+    return calls / appended, calls / settled, cpu / calls * 1e6
 
 
 async def row(name: str, url: str, options: dict[str, Any], calls: int, repeat: int) -> None:
     """`repeat` interleaved pairs (none, then 100 budgets), each run on a log of its own;
     the medians of the figures and of the per-pair ratios."""
-    plain, budgeted, settled, ratios, settled_ratios = [], [], [], [], []
+    plain, budgeted, settled, ratios, settled_ratios, cpu_ratios = [], [], [], [], [], []
     for i in range(repeat):
         runs = []
         for tag, budgets in (("a", []), ("b", hundred_budgets())):
@@ -76,7 +80,8 @@ async def row(name: str, url: str, options: dict[str, Any], calls: int, repeat: 
             else:
                 run_url = f"{url}-{tag}{i}"
             runs.append(await run(run_url, run_options, calls, budgets))
-        (none, _), (with_budgets, to_settled) = runs
+        (none, _, none_cpu), (with_budgets, to_settled, budgets_cpu) = runs
+        cpu_ratios.append(none_cpu / budgets_cpu)
         plain.append(none)
         budgeted.append(with_budgets)
         settled.append(to_settled)
@@ -85,7 +90,7 @@ async def row(name: str, url: str, options: dict[str, Any], calls: int, repeat: 
     med = statistics.median
     print(f"| {name} | {med(plain):,.0f} | {med(budgeted):,.0f} | {med(ratios):.2f} "
           f"({min(ratios):.2f}-{max(ratios):.2f}) | {med(settled):,.0f} | "
-          f"{med(settled_ratios):.2f} |")
+          f"{med(settled_ratios):.2f} | {med(cpu_ratios):.2f} |")
 
 
 async def main() -> None:
@@ -97,8 +102,8 @@ async def main() -> None:
     args = parser.parse_args()
     print(f"record_cost, {args.calls} calls from {PRODUCERS} tasks; 100 budgets vs none")
     print("| backend | calls/s, no budgets | calls/s, 100 budgets | ratio (range) | "
-          "calls/s to alerts settled | ratio |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+          "calls/s to alerts settled | ratio | CPU per call to settled, none / 100 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     await row("memory", "memory://bench", {}, args.calls, args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
         await row("SQLite", f"sqlite:///{Path(tmp) / 'bench.db'}", {}, args.calls,

@@ -161,9 +161,13 @@ class MessageIndex:
             return known
         known = Conversation()
         resolved: dict[str, dict[str, Any]] = {}
-        query = Query(conversation_id=conversation_id,
-                      types=frozenset({"message_sent", self._call_type}))
+        # By conversation alone, the types sorted out here: the backends answer that from
+        # the conversation index, where a type filter as well made SQLite scan the log
+        # (68 ms a conversation at 30k events, so O(log) for every new conversation).
+        query = Query(conversation_id=conversation_id)
         async for event in self._reader.read(query):
+            if event.type != "message_sent" and event.type != self._call_type:
+                continue
             if event.type == self._call_type:
                 try:
                     refs = resolve_refs(event.data.get("messages") or {}, resolved)
