@@ -187,12 +187,6 @@ def _clean(value: str) -> str | None:
     return None
 
 
-def _plain(value: Any, limit: int) -> bool:
-    """The common case, checked fast: a short non-empty ASCII string with no NUL."""
-    return type(value) is str and 0 < len(value) <= limit and value.isascii() \
-        and "\x00" not in value
-
-
 def _check_text(event_id: str, name: str, value: Any, limit: int, *, optional: bool) -> None:
     if value is None and optional:
         return
@@ -218,23 +212,29 @@ def validate(event: Any) -> Event:
             f"expected an eventstore.Event, got {type(event).__name__}; build one with "
             "Event(type=..., data={...})"
         )
-    if not _plain(event.id, MAX_ID):
+    # The common case first, inline (this runs for every appended event, twice with a
+    # hook): a short non-empty ASCII string with no NUL.
+    event_id, event_type = event.id, event.type
+    if not (type(event_id) is str and 0 < len(event_id) <= MAX_ID and event_id.isascii()
+            and "\x00" not in event_id):
         if not isinstance(event.id, str) or not event.id or len(event.id) > MAX_ID:
             raise InvalidEventError(
                 f"event id must be a non-empty string of at most {MAX_ID} characters")
         problem = _clean(event.id)
         if problem is not None:
             raise InvalidEventError(f"event id {event.id!r} {problem}")
-    if not _plain(event.type, MAX_ID):
+    if not (type(event_type) is str and 0 < len(event_type) <= MAX_ID
+            and event_type.isascii() and "\x00" not in event_type):
         if not isinstance(event.type, str) or not event.type or len(event.type) > MAX_ID:
             raise InvalidEventError(
                 f"event {event.id}: type must be a non-empty string of at most {MAX_ID} "
                 f"characters, got {event.type!r}"
             )
         _check_text(event.id, "type", event.type, MAX_ID, optional=False)
-    for name in ("conversation_id", "user_id"):
-        value = getattr(event, name)
-        if value is not None and not _plain(value, MAX_SCOPE_ID):
+    for name, value in (("conversation_id", event.conversation_id),
+                        ("user_id", event.user_id)):
+        if value is not None and not (type(value) is str and 0 < len(value) <= MAX_SCOPE_ID
+                                      and value.isascii() and "\x00" not in value):
             _check_text(event.id, name, value, MAX_SCOPE_ID, optional=True)
     for name, value in (("data", event.data), ("metadata", event.metadata)):
         if type(value) is dict:  # the common case, inline: a plain dict of str keys
