@@ -231,19 +231,19 @@ def validate(event: Any) -> Event:
                 f"characters, got {event.type!r}"
             )
         _check_text(event.id, "type", event.type, MAX_ID, optional=False)
-    for name, value in (("conversation_id", event.conversation_id),
+    for name, scope in (("conversation_id", event.conversation_id),
                         ("user_id", event.user_id)):
-        if value is not None and not (type(value) is str and 0 < len(value) <= MAX_SCOPE_ID
-                                      and value.isascii() and "\x00" not in value):
-            _check_text(event.id, name, value, MAX_SCOPE_ID, optional=True)
-    for name, value in (("data", event.data), ("metadata", event.metadata)):
-        if type(value) is dict:  # the common case, inline: a plain dict of str keys
-            for key in value:
+        if scope is not None and not (type(scope) is str and 0 < len(scope) <= MAX_SCOPE_ID
+                                      and scope.isascii() and "\x00" not in scope):
+            _check_text(event.id, name, scope, MAX_SCOPE_ID, optional=True)
+    for name, mapping in (("data", event.data), ("metadata", event.metadata)):
+        if type(mapping) is dict:  # the common case, inline: a plain dict of str keys
+            for key in mapping:
                 if type(key) is not str:
-                    _check_json_object(name, value, event.id)
+                    _check_json_object(name, mapping, event.id)
                     break
         else:
-            _check_json_object(name, value, event.id)
+            _check_json_object(name, mapping, event.id)
     moment = event.occurred_at
     # datetime.now(UTC), the default, needs no utcoffset() call (twice per event otherwise)
     if type(moment) is not datetime or moment.tzinfo is not UTC:
