@@ -21,7 +21,7 @@ TEXTS = ["", "a", "message_sent", "é", "日本語", "\x00", "x" * 300, "a+b c"]
 def random_leaves(rng: random.Random, n: int, *, distinct: bool) -> list[StoredLeaf]:
     leaves = []
     for seq in range(1, n + 1):
-        def text() -> str:
+        def text(seq: int = seq) -> str:
             return f"{rng.choice(TEXTS)}{seq if distinct else ''}"
 
         leaves.append(StoredLeaf(
