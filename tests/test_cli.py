@@ -367,7 +367,11 @@ def test_show_requests_prints_the_exact_request_of_every_model_call(tmp_path: Pa
                     provider="openai", model="gpt-4o", request=request, response=reply,
                     latency_ms=latency, conversation_id="chat")
                 ids.append(call.id)
-            return ids
+            failed = await store.record_llm_call(
+                provider="openai", model="gpt-4o", request=first, response=None,
+                latency_ms=50.0, conversation_id="chat",
+                error={"type": "rate_limit", "message": "slow down", "status_code": 429})
+            return [*ids, failed.id]
 
     ids = asyncio.run(seed())
     text, machine, plain = run_all(["show", "chat", "--requests"],
@@ -375,15 +379,16 @@ def test_show_requests_prints_the_exact_request_of_every_model_call(tmp_path: Pa
                                    ["show", "chat"], url=url)
     calls = json_lines(machine)
     assert [c["id"] for c in calls] == ids
-    assert [c["request"] for c in calls] == [first, second]
-    assert [c["response"] for c in calls] == [reply, reply]
+    assert [c["request"] for c in calls] == [first, second, first]
+    assert [c["response"] for c in calls] == [reply, reply, None]
     lines = ok(text).lines
     call_lines = [i for i, line in enumerate(lines) if " call " in line]
     assert [lines[i].split("  call  ")[1].strip() for i in call_lines] == [
         "openai/gpt-4o · chat · 12 in / 3 out · 420 ms",
         "openai/gpt-4o · chat · 12 in / 3 out · 42 ms",
+        "openai/gpt-4o · chat · no usage · 50 ms · error rate_limit (429) · unpriced",
     ]
-    for i, request in zip(call_lines, (first, second), strict=True):
+    for i, request in zip(call_lines, (first, second, first), strict=True):
         # The indented JSON under the call line parses back to the request as sent.
         body = []
         for line in lines[i + 1:]:
@@ -395,7 +400,7 @@ def test_show_requests_prints_the_exact_request_of_every_model_call(tmp_path: Pa
     assert "request" not in ok(plain).out
     # 12 in / 3 out at $2.5 / $10 per million, twice.
     assert ok(plain).lines[-2].startswith("total cost $0.00012 over 2 calls (")
-    assert "2 model calls" in ok(plain).lines[-2]
+    assert "3 model calls" in ok(plain).lines[-2]
 
 
 def test_commands_that_read_everything_walk_every_page(big: str, tmp_path: Path) -> None:

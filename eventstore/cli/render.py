@@ -94,7 +94,10 @@ def _call_text(data: Mapping[str, Any]) -> str:
     parts = [f"{data['provider']}/{data['model']}", str(data.get("api") or "call")]
     if data.get("stream"):
         parts.append("stream")
-    parts.append(f"{data['input_tokens']} in / {data['output_tokens']} out")
+    if "input_tokens" in data:
+        parts.append(f"{data['input_tokens']} in / {data['output_tokens']} out")
+    else:
+        parts.append("no usage")
     if data.get("latency_ms") is not None:
         parts.append(f"{fmt_ms(data['latency_ms'])} ms")
     error = data.get("error")
