@@ -49,8 +49,9 @@ class LatestCheckpoint:
     problem: str | None
 
 
-def latest_checkpoint(directory: Path) -> LatestCheckpoint | None:
-    """The checkpoint of the largest tree in `directory` (None when there is none)."""
+def latest_checkpoint(directory: Path, origin: str) -> LatestCheckpoint | None:
+    """The checkpoint of the largest tree in `directory` (None when there is none); one
+    that is not a checkpoint of the log named `origin` says so in its `problem`."""
     files = sorted(directory.glob(CHECKPOINT_GLOB))
     if not files:
         return None
@@ -65,7 +66,9 @@ def latest_checkpoint(directory: Path) -> LatestCheckpoint | None:
         parsed = parse_checkpoint(body)
     except EventStoreError as exc:
         return LatestCheckpoint(path.name, text, None, None, False, str(exc))
-    return LatestCheckpoint(path.name, text, parsed.size, parsed.root, body != text, None)
+    problem = None if parsed.origin == origin else (
+        f"it is a checkpoint of the log {parsed.origin!r}, not of this log ({origin!r})")
+    return LatestCheckpoint(path.name, text, parsed.size, parsed.root, body != text, problem)
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ async def integrity_data(store: EventStore, verification: Verification,
         return {"available": False, "reason": str(exc), "origin": None, "tree_head": None,
                 "checkpoint": None, "checkpoints_dir": None, "verify": None,
                 "verifying": False}
-    latest = await asyncio.to_thread(latest_checkpoint, checkpoints) \
+    latest = await asyncio.to_thread(latest_checkpoint, checkpoints, store.origin) \
         if checkpoints is not None else None
     shown: Mapping[str, Any]
     if latest is not None:
@@ -154,6 +157,6 @@ async def verify_now(store: EventStore, verification: Verification,
                      checkpoints: Path | None) -> VerifyResult:
     """Run verify() (or join the run in progress), against the latest checkpoint file
     when there is a usable one."""
-    latest = await asyncio.to_thread(latest_checkpoint, checkpoints) \
+    latest = await asyncio.to_thread(latest_checkpoint, checkpoints, store.origin) \
         if checkpoints is not None else None
     return await verification.run(store, latest)

@@ -369,9 +369,8 @@ async def costs_view(request: Request) -> dict[str, Any]:
     page, more = keyed_page(rows, lambda r: r.key, after, limit)
     budgets = [await budget_json(v.store, row, now) for row in page]
     cursors["budgets"] = make_key_cursor("budgets", list(page[-1].key)) if more else None
-    kept = {f"{name}_cursor": query_text(request, f"{name}_cursor")
-            for name in (*ROLLUPS, "budgets")}
-    kept["limit"] = query_text(request, "limit")
+    kept = {"limit": query_text(request, "limit")} | {
+        f"{name}_cursor": query_text(request, f"{name}_cursor") for name in (*ROLLUPS, "budgets")}
     return {
         "total": {"calls": total.calls, "unpriced_calls": total.unpriced_calls,
                   "input_tokens": total.input_tokens, "output_tokens": total.output_tokens,
