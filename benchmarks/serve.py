@@ -9,8 +9,9 @@ trims, feedback; one conversation per ~20 events), then, in this process:
   subscribe) against a bare `read()` of the same log — paid once per `eventstore serve`
   (in the background for a large log);
 - first page: the median and worst of GET /conversations, /api/conversations, a
-  conversation's transcript, /costs, /violations, /integrity and /subscriptions, each timed end to end through the ASGI app
-  (Starlette's TestClient: routing, the token gate, templates, JSON encoding);
+  conversation's transcript, /costs, /violations, /integrity and /subscriptions, each
+  timed end to end through the ASGI app (Starlette's TestClient: routing, the token gate,
+  templates, JSON encoding);
 - "verify now" (POST /api/integrity/verify) once: what a click on the integrity page
   costs (never paid on page load);
 - requests/s of GET /api/conversations (first pages and cursor pages), sequentially.
