@@ -291,7 +291,7 @@ class EventStore:
         # Outside the task group: close() must be able to abandon a subscription whose
         # handler ignores its cancellation (Subscription.stop), and a task group would
         # wait for it forever. Subscriptions are stopped before the store closes.
-        if self._task_group is None:
+        if self._runner is None or self._runner.done():
             raise StoreClosedError("the store is not open")
         task = asyncio.get_running_loop().create_task(self._inside(func, ()), name=name)
         self._subscription_tasks.add(task)  # the loop holds tasks only weakly

@@ -14,7 +14,11 @@
   CancelledError, SystemExit and KeyboardInterrupt included, or a timeout, is a failed
   attempt: the same event again after a backoff, and after `max_attempts` the
   subscription is marked failed (with the event and the error) and stops. Nothing else is
-  affected: the handler can never end the store's tasks.
+  affected: the handler can never end the store's tasks;
+- a sync handler runs on the loop, or with `threaded=True` in a worker thread (the
+  Registry's limiter), so that one that blocks holds up only its own subscription;
+- an async call is cancelled once at its timeout or at stop() (see _await_handler); one
+  that ignores it shows as stalled, and stop() abandons it after `stop_timeout`.
 
 `position` is the seq of the last event the subscription finished, including events its
 filters skipped: an idle subscription is past every event the registry routed elsewhere.
