@@ -34,6 +34,7 @@ from ...events import RecordedEvent
 from ...integrity.layout import leaf_ranges
 from ...integrity.leaf import StoredLeaf
 from ...integrity.merkle import NodeKey
+from ...integrity.rehash import LeafRow
 from ...query import Query
 from ...rollup import CostFilters, CostTotals
 from ..base import (
@@ -65,8 +66,17 @@ from .derived import (
     counts_sql,
     rebuild_derived,
 )
+from .tree import (
+    LEAF_ROWS,
+    STORED_LEAVES,
+    TREE_SIZE,
+    TRIGGERS,
+    SQLiteTree,
+    answer,
+    node_queries,
+    stored_leaf,
+)
 from .tree import MIGRATION as TREE_MIGRATION
-from .tree import STORED_LEAVES, TREE_SIZE, TRIGGERS, SQLiteTree, answer, node_queries, stored_leaf
 from .wal_checkpointer import WalCheckpointer
 
 MIGRATIONS: dict[int, list[str]] = {
@@ -417,6 +427,12 @@ class SQLiteBackend:
         """Up to `limit` stored events from `from_seq` on, as the leaves verify hashes."""
         rows = await self._fetch(STORED_LEAVES, (from_seq, limit))
         return [stored_leaf(row) for row in rows]
+
+    async def leaf_rows(self, from_seq: int, limit: int) -> Sequence[LeafRow]:
+        """The same page as `stored_leaves`, as the cursor's rows of stored bytes
+        (eventstore.integrity.rehash): what verify hashes, without a Python object per
+        event."""
+        return await self._fetch(LEAF_ROWS, (from_seq, limit))
 
     # --- reads -------------------------------------------------------------------------
 
