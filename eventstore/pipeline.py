@@ -16,7 +16,7 @@ their user was forgotten in this process after the event was prepared.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +104,32 @@ class WritePipeline:
             sealed, digest = await self.encryption.seal_with_digest(visible, digest)
             body = encode_event(sealed)
         return PreparedEvent(visible=visible, body=body, digest=digest)
+
+    # Records that name content by a digest (calls name their messages so) must name it
+    # as stored: a digest of the content as given would keep what the redact hooks remove
+    # (a card number is guessed back from its hash in seconds) and outlive forget_user.
+
+    @property
+    def redacts(self) -> bool:
+        """Whether redact hooks may change what is stored of an event."""
+        return bool(self._hooks)
+
+    async def redacted_digest(self, event: Event, digest: Callable[[Event], bytes]) -> bytes:
+        """`digest` of the event as the redact hooks leave it. Nothing is written; the
+        event is prepared anew when it is appended."""
+        event = validate(event)
+        if self._metadata:
+            event = msgspec.structs.replace(
+                event, metadata=merge_metadata(self._metadata, event.metadata))
+        return digest(await run_hooks(self._hooks, event) if self._hooks else event)
+
+    async def keyed_digest(self, event: Event, digest: bytes) -> bytes:
+        """A digest of the event's content keyed with the data key that seals its personal
+        fields (so it confirms no guess once forget_user destroyed that key), or the
+        digest itself when nothing of the event is encrypted."""
+        if self.encryption is None:
+            return digest
+        return await self.encryption.keyed_digest(event, digest)
 
     async def prepare_many(self, events: Sequence[Any]) -> list[PreparedEvent]:
         return [await self.prepare(event) for event in events]

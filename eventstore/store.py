@@ -139,7 +139,8 @@ class EventStore:
         self._cursor_secret = cursor_secret
         self._reader = LogReader(backend, self.pipeline)
         self._ledger = CostLedger(self._reader, self.append, pricing, backend=backend)
-        self._calls = CallRecorder(self._reader, self.append_many, lambda: self._ledger.pricing)
+        self._calls = CallRecorder(self._reader, self.append_many, lambda: self._ledger.pricing,
+                                   self.pipeline)
         self._writer = GroupCommitWriter(backend, self._after_commit, max_group=max_group)
         self._runner: asyncio.Task[None] | None = None
         self._task_group: TaskGroup | None = None
