@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .backends.protocols import KeyStore
-from .codec import PreparedEvent, digest_of, encode_event, encode_visible, recorded, validate
+from .codec import (
+    PreparedEvent,
+    body_digest,
+    digest_of,
+    encode_event,
+    encode_visible,
+    recorded,
+    validate,
+)
 from .errors import DuplicateEventError, EncryptionError, InvalidEventError, RedactionError
 from .events import Event, RecordedEvent
 from .privacy.hooks import RedactHook, copies_on_write, run_hooks
@@ -83,7 +91,7 @@ class WritePipeline:
         event = validate(event)
         if type(event) is not Event:  # a RecordedEvent or subclass: keep the Event fields
             event = Event(**{f: getattr(event, f) for f in Event.__struct_fields__})
-        if event.occurred_at.utcoffset():
+        if event.occurred_at.tzinfo is not UTC and event.occurred_at.utcoffset():
             event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(UTC))
         if self._metadata:
             event = msgspec.structs.replace(
@@ -99,10 +107,12 @@ class WritePipeline:
                     f"a redact hook produced an invalid event ({exc}); nothing was written"
                 ) from exc
         body, visible = encode_visible(event)  # visible: what a read gives back
-        digest = digest_of(visible)
         if self.encryption is not None and not audit:  # stored differs from what is seen
-            sealed, digest = await self.encryption.seal_with_digest(visible, digest)
+            # the keyed digest of encrypted events stays the one of the stored ones
+            sealed, digest = await self.encryption.seal_with_digest(visible, digest_of(visible))
             body = encode_event(sealed)
+        else:
+            digest = body_digest(body)
         return PreparedEvent(visible=visible, body=body, digest=digest)
 
     # Records that name content by a digest (calls name their messages so) must name it

@@ -543,9 +543,8 @@ class EventStore:
 
     async def _after_commit(self, committed: list[RecordedEvent]) -> None:
         self._auditor.committed(len(committed))
-        send = self.dispatcher.send
-        for event in await self.pipeline.reveal_live(committed):
-            send(signals.event_appended, self, event=event)
+        self.dispatcher.send_each(signals.event_appended, self, "event",
+                                  await self.pipeline.reveal_live(committed))
 
     # --- reads -------------------------------------------------------------------------
 
