@@ -443,7 +443,9 @@ async def test_many_subscriptions_share_one_receiver_and_the_guardian_walks_none
         walks["n"] = 0
         catch_ups = [s.catch_ups for s in idle]
         recs = await store.append_many([message(i) for i in range(20)])
-        assert walks["n"] == len(recs)  # one dispatch per event, not per subscription
+        # receivers looked up once per commit (at most once per event), never per
+        # subscription
+        assert 1 <= walks["n"] <= len(recs)
         await wait_for(lambda: seen == [r.seq for r in recs])
         assert [s.catch_ups for s in idle] == catch_ups
         assert all(s.position == recs[-1].seq for s in idle)
