@@ -9,8 +9,10 @@ scopes a receiver to one store.
   exception=BaseException)`: around every store operation, like telemetry spans.
 - `guardian_repair(store, subscription=Subscription, repair=str, detail=str)`: the
   guardian fixed something (reconnected a receiver, restarted a task, caught up a lag).
-- `subscription_failed(store, subscription=Subscription, event=RecordedEvent,
-  exception=BaseException)`: a handler exhausted its attempts.
+- `subscription_failed(store, subscription=Subscription, event=RecordedEvent | None,
+  exception=BaseException)`: a handler exhausted its attempts, a stored event could not
+  be read (event None), or stop() abandoned a handler call that did not end within the
+  subscription's `stop_timeout` (a HandlerTimeoutError).
 - `subscription_stalled(store, subscription=Subscription, event=RecordedEvent,
   elapsed=float seconds)`: a handler call overran its `handler_timeout` and has still
   not returned (it ignores its cancellation); sent once per stalled call.
