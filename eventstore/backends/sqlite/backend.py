@@ -53,7 +53,7 @@ from ..base import (
 from ..derived import Deltas, facts_from_call_row
 from ..schema import MIGRATIONS as SHARED_MIGRATIONS
 from ..schema import SCHEMA_VERSION, SQLITE_TYPES, TREE_SINCE, statements
-from ..tree import leaf_columns
+from ..tree import event_records
 from .commit_watcher import INTERVAL as WATCH_INTERVAL
 from .commit_watcher import CommitWatcher
 from .connection import connect
@@ -373,15 +373,8 @@ class SQLiteBackend:
                 self._write_derived(conn, plan.rows)
             elif plan.rows:
                 micros = to_micros(now)
-                occurred, leaves = leaf_columns(plan.rows, micros)
-                conn.executemany(
-                    _INSERT_WITH_LEAF,
-                    [
-                        (r.event.seq, r.event.id, r.event.type, r.event.conversation_id,
-                         r.event.user_id, micros, r.digest, r.document, when, leaf)
-                        for r, when, leaf in zip(plan.rows, occurred, leaves, strict=True)
-                    ],
-                )
+                records, leaves = event_records(plan.rows, micros)
+                conn.executemany(_INSERT_WITH_LEAF, records)
                 self._write_derived(conn, plan.rows)
                 growth = self.tree.write(conn, last_seq, leaves, micros)
             conn.execute("COMMIT")
