@@ -9,8 +9,11 @@ trims, feedback; one conversation per ~20 events), then, in this process:
   subscribe) against a bare `read()` of the same log — paid once per `eventstore serve`
   (in the background for a large log);
 - first page: the median and worst of GET /conversations, /api/conversations, a
-  conversation's transcript and /costs, each timed end to end through the ASGI app
-  (Starlette's TestClient: routing, the token gate, templates, JSON encoding);
+  conversation's transcript, /costs, /violations, /integrity and /subscriptions, each
+  timed end to end through the ASGI app (Starlette's TestClient: routing, the token gate,
+  templates, JSON encoding);
+- "verify now" (POST /api/integrity/verify) once: what a click on the integrity page
+  costs (never paid on page load);
 - requests/s of GET /api/conversations (first pages and cursor pages), sequentially.
 
 Target (issue 20): the first page under 200 ms at 1M events. The ratio printed is the
@@ -113,7 +116,8 @@ def run(n: int, requests: int, folder: Path) -> None:
     try:
         first = client.get("/api/conversations", headers=AUTH).json()["conversations"][0]["id"]
         pages = {"/conversations": None, "/api/conversations": None,
-                 f"/conversations/{first}": None, "/costs": None}
+                 f"/conversations/{first}": None, "/costs": None, "/violations": None,
+                 "/integrity": None, "/subscriptions": None}
         medians = {}
         for path in pages:
             times = timed(client, path, 25)
@@ -123,6 +127,10 @@ def run(n: int, requests: int, folder: Path) -> None:
         base = asyncio.run(bare_list(url, 25))
         print(f"  bare list_events(limit=50): median {base * 1000:.1f} ms; "
               f"/conversations / bare = {medians['/conversations'] / base:.1f}x")
+        t0 = time.perf_counter()
+        report = client.post("/api/integrity/verify", headers=AUTH).json()
+        print(f"  verify now (POST /api/integrity/verify, on request only): "
+              f"{time.perf_counter() - t0:.2f}s, ok={report['ok']}")
         cursor = client.get("/api/conversations", headers=AUTH).json()["next_cursor"]
         t0 = time.perf_counter()
         for i in range(requests):

@@ -56,13 +56,47 @@ def encode_event(event: Event) -> bytes:
         ) from exc
 
 
+LEGACY_DIGEST_SIZE = 16
+BODY_DIGEST_SIZE = 20
+
+
 def digest_of(event: Event) -> bytes:
-    """Content fingerprint: equal for an identical retry, different for other content."""
+    """The content fingerprint of the first versions (16 bytes): a second, key-sorted
+    encoding of the visible content. Stored events keep the digest they were written
+    with, so `same_content` still compares a retry of one against it; encrypted events
+    keep it for good (their stored digest is this one keyed with the user's data key)."""
     material = _sorted_encoder.encode(
         [event.type, event.conversation_id, event.user_id, event.data, event.metadata,
          to_micros(event.occurred_at)]
     )
-    return hashlib.blake2b(material, digest_size=16).digest()
+    return hashlib.blake2b(material, digest_size=LEGACY_DIGEST_SIZE).digest()
+
+
+def body_digest(body: bytes) -> bytes:
+    """The content fingerprint (20 bytes; the length tells it from `digest_of`'s): a hash
+    of the prepared body, the JSON already encoded, instead of a second encoding. Equal
+    for a retry of the same event (same fields, same key order), different otherwise."""
+    return hashlib.blake2b(body, digest_size=BODY_DIGEST_SIZE).digest()
+
+
+def same_content(stored_digest: bytes, stored: Event, prepared: PreparedEvent) -> bool:
+    """Whether an event stored with `stored_digest` (`stored`: the event as read back) and
+    the retry `prepared` under its id have the same content. The two may have been
+    fingerprinted by different versions (a log written before `body_digest`): the retry's
+    digest of the stored one's kind is then computed, only here, on the rare path of a
+    retry. A body digest sees the order of keys; a retry whose dicts were built in
+    another order is the same content, so unequal body digests are settled by the
+    key-sorted digest of both."""
+    if stored_digest == prepared.digest:
+        return True
+    if len(stored_digest) == BODY_DIGEST_SIZE == len(prepared.digest):
+        return digest_of(stored) == digest_of(prepared.visible)
+    if len(stored_digest) == LEGACY_DIGEST_SIZE and len(prepared.digest) == BODY_DIGEST_SIZE:
+        return stored_digest == digest_of(prepared.visible)
+    if len(stored_digest) == BODY_DIGEST_SIZE and len(prepared.digest) == LEGACY_DIGEST_SIZE:
+        # an encrypting store retrying an event a plain one wrote (nothing to seal in it)
+        return stored_digest == body_digest(encode_event(prepared.visible))
+    return False
 
 
 def stamp(recorded_at: datetime) -> bytes:
@@ -158,12 +192,6 @@ def _clean(value: str) -> str | None:
     return None
 
 
-def _plain(value: Any, limit: int) -> bool:
-    """The common case, checked fast: a short non-empty ASCII string with no NUL."""
-    return type(value) is str and 0 < len(value) <= limit and value.isascii() \
-        and "\x00" not in value
-
-
 def _check_text(event_id: str, name: str, value: Any, limit: int, *, optional: bool) -> None:
     if value is None and optional:
         return
@@ -189,39 +217,54 @@ def validate(event: Any) -> Event:
             f"expected an eventstore.Event, got {type(event).__name__}; build one with "
             "Event(type=..., data={...})"
         )
-    if not _plain(event.id, MAX_ID):
+    # The common case first, inline (this runs for every appended event, twice with a
+    # hook): a short non-empty ASCII string with no NUL.
+    event_id, event_type = event.id, event.type
+    if not (type(event_id) is str and 0 < len(event_id) <= MAX_ID and event_id.isascii()
+            and "\x00" not in event_id):
         if not isinstance(event.id, str) or not event.id or len(event.id) > MAX_ID:
             raise InvalidEventError(
                 f"event id must be a non-empty string of at most {MAX_ID} characters")
         problem = _clean(event.id)
         if problem is not None:
             raise InvalidEventError(f"event id {event.id!r} {problem}")
-    if not _plain(event.type, MAX_ID):
+    if not (type(event_type) is str and 0 < len(event_type) <= MAX_ID
+            and event_type.isascii() and "\x00" not in event_type):
         if not isinstance(event.type, str) or not event.type or len(event.type) > MAX_ID:
             raise InvalidEventError(
                 f"event {event.id}: type must be a non-empty string of at most {MAX_ID} "
                 f"characters, got {event.type!r}"
             )
         _check_text(event.id, "type", event.type, MAX_ID, optional=False)
-    for name in ("conversation_id", "user_id"):
-        value = getattr(event, name)
-        if value is not None and not _plain(value, MAX_SCOPE_ID):
-            _check_text(event.id, name, value, MAX_SCOPE_ID, optional=True)
-    _check_json_object("data", event.data, event.id)
-    _check_json_object("metadata", event.metadata, event.id)
+    for name, scope in (("conversation_id", event.conversation_id),
+                        ("user_id", event.user_id)):
+        if scope is not None and not (type(scope) is str and 0 < len(scope) <= MAX_SCOPE_ID
+                                      and scope.isascii() and "\x00" not in scope):
+            _check_text(event.id, name, scope, MAX_SCOPE_ID, optional=True)
+    for name, mapping in (("data", event.data), ("metadata", event.metadata)):
+        if type(mapping) is dict:  # the common case, inline: a plain dict of str keys
+            for key in mapping:
+                if type(key) is not str:
+                    _check_json_object(name, mapping, event.id)
+                    break
+        else:
+            _check_json_object(name, mapping, event.id)
     moment = event.occurred_at
-    if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
-        raise InvalidEventError(
-            f"event {event.id}: occurred_at must be a timezone-aware datetime "
-            "(e.g. datetime.now(UTC))"
-        )
-    try:
-        if moment.utcoffset():
-            moment.astimezone(UTC)
-    except OverflowError:
-        raise InvalidEventError(
-            f"event {event.id}: occurred_at {moment.isoformat()} is out of range in UTC"
-        ) from None
+    # datetime.now(UTC), the default, needs no utcoffset() call (twice per event otherwise)
+    if type(moment) is not datetime or moment.tzinfo is not UTC:
+        if not isinstance(moment, datetime) or moment.tzinfo is None \
+                or moment.utcoffset() is None:
+            raise InvalidEventError(
+                f"event {event.id}: occurred_at must be a timezone-aware datetime "
+                "(e.g. datetime.now(UTC))"
+            )
+        try:
+            if moment.utcoffset():
+                moment.astimezone(UTC)
+        except OverflowError:
+            raise InvalidEventError(
+                f"event {event.id}: occurred_at {moment.isoformat()} is out of range in UTC"
+            ) from None
     if event.type in CALL_TYPES:
         for name in ("provider", "model"):
             value = event.data.get(name)
@@ -247,4 +290,4 @@ def prepare(event: Event) -> PreparedEvent:
     """An event ready for `Backend.commit_group` as it is, with no hooks and no encryption
     (what backend tests and tools commit; the store's write path adds those steps)."""
     body, visible = encode_visible(validate(event))
-    return PreparedEvent(visible=visible, body=body, digest=digest_of(visible))
+    return PreparedEvent(visible=visible, body=body, digest=body_digest(body))

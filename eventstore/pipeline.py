@@ -16,14 +16,22 @@ their user was forgotten in this process after the event was prepared.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .backends.protocols import KeyStore
-from .codec import PreparedEvent, digest_of, encode_event, encode_visible, recorded, validate
+from .codec import (
+    PreparedEvent,
+    body_digest,
+    digest_of,
+    encode_event,
+    encode_visible,
+    recorded,
+    validate,
+)
 from .errors import DuplicateEventError, EncryptionError, InvalidEventError, RedactionError
 from .events import Event, RecordedEvent
 from .privacy.hooks import RedactHook, copies_on_write, run_hooks
@@ -80,15 +88,28 @@ class WritePipeline:
                 "personal fields in plaintext that forget_user could never erase. Open it "
                 "with encryption=Encryption(...) (or set EVENTSTORE_MASTER_KEY)"
             )
-        event = validate(event)
+        event = await self._redacted(event, hooks=not audit)
+        body, visible = encode_visible(event)  # visible: what a read gives back
+        if self.encryption is not None and not audit:  # stored differs from what is seen
+            # the keyed digest of encrypted events stays the one of the stored ones
+            sealed, digest = await self.encryption.seal_with_digest(visible, digest_of(visible))
+            body = encode_event(sealed)
+        else:
+            digest = body_digest(body)
+        return PreparedEvent(visible=visible, body=body, digest=digest)
+
+    async def _redacted(self, given: Any, *, hooks: bool = True) -> Event:
+        """The event validated, in UTC, under the store's metadata and through the redact
+        hooks (unless `hooks` is False): what is stored of it, before encryption."""
+        event = validate(given)
         if type(event) is not Event:  # a RecordedEvent or subclass: keep the Event fields
             event = Event(**{f: getattr(event, f) for f in Event.__struct_fields__})
-        if event.occurred_at.utcoffset():
+        if event.occurred_at.tzinfo is not UTC and event.occurred_at.utcoffset():
             event = msgspec.structs.replace(event, occurred_at=event.occurred_at.astimezone(UTC))
         if self._metadata:
             event = msgspec.structs.replace(
                 event, metadata=merge_metadata(self._metadata, event.metadata))
-        if self._hooks and not audit:
+        if self._hooks and hooks:
             original = event
             event = await run_hooks(self._hooks, event)
             try:
@@ -98,12 +119,29 @@ class WritePipeline:
                 raise RedactionError(
                     f"a redact hook produced an invalid event ({exc}); nothing was written"
                 ) from exc
-        body, visible = encode_visible(event)  # visible: what a read gives back
-        digest = digest_of(visible)
-        if self.encryption is not None and not audit:  # stored differs from what is seen
-            sealed, digest = await self.encryption.seal_with_digest(visible, digest)
-            body = encode_event(sealed)
-        return PreparedEvent(visible=visible, body=body, digest=digest)
+        return event
+
+    # Records that name content by a digest (calls name their messages so) must name it
+    # as stored: a digest of the content as given would keep what the redact hooks remove
+    # (a card number is guessed back from its hash in seconds) and outlive forget_user.
+
+    @property
+    def redacts(self) -> bool:
+        """Whether redact hooks may change what is stored of an event."""
+        return bool(self._hooks)
+
+    async def redacted_digest(self, event: Event, digest: Callable[[Event], bytes]) -> bytes:
+        """`digest` of the event as the redact hooks leave it. Nothing is written; the
+        event is prepared anew when it is appended."""
+        return digest(await self._redacted(event))
+
+    async def keyed_digest(self, event: Event, digest: bytes) -> bytes:
+        """A digest of the event's content keyed with the data key that seals its personal
+        fields (so it confirms no guess once forget_user destroyed that key), or the
+        digest itself when nothing of the event is encrypted."""
+        if self.encryption is None:
+            return digest
+        return await self.encryption.keyed_digest(event, digest)
 
     async def prepare_many(self, events: Sequence[Any]) -> list[PreparedEvent]:
         return [await self.prepare(event) for event in events]

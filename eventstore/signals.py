@@ -9,8 +9,10 @@ scopes a receiver to one store.
   exception=BaseException)`: around every store operation, like telemetry spans.
 - `guardian_repair(store, subscription=Subscription, repair=str, detail=str)`: the
   guardian fixed something (reconnected a receiver, restarted a task, caught up a lag).
-- `subscription_failed(store, subscription=Subscription, event=RecordedEvent,
-  exception=BaseException)`: a handler exhausted its attempts.
+- `subscription_failed(store, subscription=Subscription, event=RecordedEvent | None,
+  exception=BaseException)`: a handler exhausted its attempts, a stored event could not
+  be read (event None), or stop() abandoned a handler call that did not end within the
+  subscription's `stop_timeout` (a HandlerTimeoutError).
 - `subscription_stalled(store, subscription=Subscription, event=RecordedEvent,
   elapsed=float seconds)`: a handler call overran its `handler_timeout` and has still
   not returned (it ignores its cancellation); sent once per stalled call.
@@ -33,7 +35,7 @@ import functools
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import anyio
@@ -141,6 +143,35 @@ class Dispatcher:
                 continue
             if inspect.isawaitable(result):
                 self._enqueue(result, receiver, signal)
+
+    def send_each(self, signal: Signal, sender: Any, name: str, values: Sequence[Any]) -> None:
+        """`send(signal, sender, **{name: value})` for each value in order, with the
+        receivers looked up once rather than once per value (a commit signals each of
+        its events): looked up again whenever their number changes, and one that was
+        disconnected meanwhile is no longer called."""
+        if not signal.receivers or not values:
+            return
+        receivers: list[tuple[Any, bool]] = []
+        known = -1
+        for value in values:
+            connected = signal.receivers
+            if len(connected) != known:
+                known = len(connected)
+                receivers = [(r, _is_async(r)) for r in signal.receivers_for(sender)]
+            for receiver, is_async in receivers:
+                kwargs = {name: value}
+                if is_async:
+                    self._enqueue((receiver, sender, kwargs, signal), receiver, signal)
+                    continue
+                try:
+                    result = receiver(sender, **kwargs)
+                except BaseException:  # user code: whatever it raises must not end the sender
+                    self.errors += 1
+                    log.exception("receiver %r of signal %s raised; ignored", receiver,
+                                  _name(signal))
+                    continue
+                if result is not None and inspect.isawaitable(result):
+                    self._enqueue(result, receiver, signal)
 
     def _enqueue(self, item: Awaitable[Any] | _Deferred, receiver: Any, signal: Signal) -> None:
         if len(self._pending) >= _MAX_PENDING_ASYNC:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -68,7 +69,7 @@ from .scope import (
 )
 from .subscription_host import StoreHost
 from .subscriptions import Guardian, Handler, Registry, Subscription
-from .subscriptions.subscription import DEFAULT_HANDLER_TIMEOUT
+from .subscriptions.subscription import DEFAULT_HANDLER_TIMEOUT, DEFAULT_STOP_TIMEOUT
 from .writer import GroupCommitWriter
 
 if TYPE_CHECKING:
@@ -139,17 +140,19 @@ class EventStore:
         self._cursor_secret = cursor_secret
         self._reader = LogReader(backend, self.pipeline)
         self._ledger = CostLedger(self._reader, self.append, pricing, backend=backend)
-        self._calls = CallRecorder(self._reader, self.append_many, lambda: self._ledger.pricing)
+        self._calls = CallRecorder(self._reader, self.append_many, lambda: self._ledger.pricing,
+                                   self.pipeline)
         self._writer = GroupCommitWriter(backend, self._after_commit, max_group=max_group)
         self._runner: asyncio.Task[None] | None = None
         self._task_group: TaskGroup | None = None
+        self._subscription_tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._writer_done = asyncio.Event()
         self._open = False
         self._closing: asyncio.Task[None] | None = None
         self._host = StoreHost(self, dispatcher=self.dispatcher, backend=backend,
                                writer=self._writer, reader=self._reader,
-                               pipeline=self.pipeline, spawn=self.spawn)
+                               pipeline=self.pipeline, spawn=self._spawn_subscription)
         self.dispatcher.reveal_live = self.pipeline.reveal_live
         self._budgets = BudgetWatcher(self, budgets)
         self._registry = Registry(self._host)
@@ -286,6 +289,16 @@ class EventStore:
             raise StoreClosedError("the store is not open")
         self._task_group.start_soon(self._inside, func, args, name=name)
 
+    def _spawn_subscription(self, func: Any, *, name: str | None = None) -> None:
+        # Outside the task group: close() must be able to abandon a subscription whose
+        # handler ignores its cancellation (Subscription.stop), and a task group would
+        # wait for it forever. Subscriptions are stopped before the store closes.
+        if self._runner is None or self._runner.done():
+            raise StoreClosedError("the store is not open")
+        task = asyncio.get_running_loop().create_task(self._inside(func, ()), name=name)
+        self._subscription_tasks.add(task)  # the loop holds tasks only weakly
+        task.add_done_callback(self._subscription_tasks.discard)
+
     async def _inside(self, func: Any, args: tuple[Any, ...]) -> None:
         # A task started here copies the context of whoever called spawn(), not the
         # runner's: mark it as one of ours.
@@ -323,6 +336,7 @@ class EventStore:
     async def _shut_down(self) -> None:
         await self._registry.stop_all()
         self._open = False
+        await self._registry.stop_all()  # any subscribed while the first ones stopped
         self._writer.close()
         await self._writer_done.wait()
         try:  # the events committed since the last checkpoint get one too
@@ -530,9 +544,8 @@ class EventStore:
 
     async def _after_commit(self, committed: list[RecordedEvent]) -> None:
         self._auditor.committed(len(committed))
-        send = self.dispatcher.send
-        for event in await self.pipeline.reveal_live(committed):
-            send(signals.event_appended, self, event=event)
+        self.dispatcher.send_each(signals.event_appended, self, "event",
+                                  await self.pipeline.reveal_live(committed))
 
     # --- reads -------------------------------------------------------------------------
 
@@ -627,6 +640,8 @@ class EventStore:
         checkpoint_every: int = 100,
         checkpoint_interval: float = 1.0,
         handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        threaded: bool = False,
     ) -> Subscription:
         """Call `handler(event)` for every matching event, in seq order, at least once.
 
@@ -635,7 +650,11 @@ class EventStore:
         `from_seq` (default: the beginning of the log) and keeps no checkpoint.
         A handler call that takes longer than `handler_timeout` seconds (None: no limit)
         is cancelled and counts as a failed attempt, as does anything it raises; after
-        `max_attempts` the subscription is marked failed. Use it as
+        `max_attempts` the subscription is marked failed. A sync handler runs on the event
+        loop (cheap; it must not block), or with `threaded=True` in a worker thread (it may
+        block; appends go on meanwhile, and past `handler_timeout` it shows as stalled).
+        `stop()` and `close()` wait at most `stop_timeout` seconds for the handler call in
+        progress, then abandon it (see Subscription.stop). Use it as
         `async with await store.subscribe(...) as sub:` to stop it on the way out, and
         `await sub.caught_up()` to wait until it has handled everything committed so far.
         """
@@ -651,6 +670,11 @@ class EventStore:
             raise InvalidOptionError(
                 f"handler_timeout must be a positive number of seconds or None, not "
                 f"{handler_timeout!r}")
+        if isinstance(stop_timeout, bool) or not (
+                isinstance(stop_timeout, int | float) and 0 < stop_timeout < math.inf):
+            raise InvalidOptionError(
+                f"stop_timeout must be a positive, finite number of seconds, not "
+                f"{stop_timeout!r}")
         check_seq("from_seq", from_seq)
         query = build_query(type=types, conversation_id=conversation_id, user_id=user_id)
         self._registry.check_name_free(name)
@@ -664,6 +688,7 @@ class EventStore:
             max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff,
             queue_size=queue_size, checkpoint_every=checkpoint_every,
             checkpoint_interval=checkpoint_interval, handler_timeout=handler_timeout,
+            stop_timeout=stop_timeout, threaded=bool(threaded),
         ))
 
     # --- projections -------------------------------------------------------------------

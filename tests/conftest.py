@@ -18,6 +18,8 @@ import pytest
 
 from eventstore import EventStore
 
+from .fake_llm_api import api  # noqa: F401  (the fake provider API, for every test module)
+
 PG_URL = os.environ.get("EVENTSTORE_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("EVENTSTORE_REQUIRE_PG") == "1"
 HAVE_PG_BACKEND = importlib.util.find_spec("eventstore.backends.postgres") is not None

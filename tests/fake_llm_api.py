@@ -20,6 +20,8 @@ class Answer:
     body: Any = None  # a JSON document
     events: list[tuple[str | None, str]] | None = None  # SSE (event name, data line)
     headers: dict[str, str] = field(default_factory=dict)
+    # Set to hold the answer until the test lets it go (to block a call mid-flight).
+    gate: threading.Event | None = None
 
 
 @dataclass
@@ -58,6 +60,8 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
                 self._send(404, "application/json", b'{"error": {"message": "no route"}}', {})
                 return
             answer = queue.pop(0) if len(queue) > 1 else queue[0]
+            if answer.gate is not None:
+                answer.gate.wait(10)
             headers = {"x-request-id": f"req_{api.counter}", "request-id": f"req_{api.counter}",
                        **answer.headers}
             if answer.events is not None:

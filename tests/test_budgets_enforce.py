@@ -14,12 +14,10 @@ from eventstore.budgets import BUDGET_REFUSED
 from eventstore.integrations import instrument_anthropic, instrument_openai
 
 from .conftest import StoreFactory
+from .fake_llm_api import Answer, FakeAPI
 from .test_integrations import (
     PRICES,
-    Answer,
-    FakeAPI,
     an_async,
-    api,  # noqa: F401 - the fake provider fixture
     chat_completion,
     claude_message,
     oa_async,
@@ -32,8 +30,8 @@ TAGGED = Budget(limit=Decimal("0.01"), per="tag", window="total", name="by-tag")
 
 
 async def test_a_call_over_budget_is_refused_before_it_is_sent_and_recorded(
-        open_store: StoreFactory, api: FakeAPI) -> None:  # noqa: F811
-    api.answers["/v1/chat/completions"] = Answer(body=chat_completion())
+        open_store: StoreFactory, api: FakeAPI) -> None:
+    api.answer("/v1/chat/completions", Answer(body=chat_completion()))
     async with open_store(pricing=PRICES, budgets=[DAILY]) as store, oa_async(api) as raw:
         client = instrument_openai(raw, store, "c1", "u1", enforce_budgets=True)
         with anyio.fail_after(30):
@@ -59,9 +57,9 @@ async def test_a_call_over_budget_is_refused_before_it_is_sent_and_recorded(
 
 
 async def test_sync_clients_and_tag_budgets_are_enforced_too(
-        open_store: StoreFactory, api: FakeAPI) -> None:  # noqa: F811
-    api.answers["/v1/chat/completions"] = Answer(body=chat_completion())
-    api.answers["/v1/messages"] = Answer(body=claude_message())
+        open_store: StoreFactory, api: FakeAPI) -> None:
+    api.answer("/v1/chat/completions", Answer(body=chat_completion()))
+    api.answer("/v1/messages", Answer(body=claude_message()))
     async with open_store(pricing=PRICES, budgets=[TAGGED]) as store:
         await store.record_cost(provider="test", model="m", input_tokens=1, output_tokens=1,
                                 cost=Decimal("0.02"), metadata={"tags": ["beta"]})

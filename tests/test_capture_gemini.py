@@ -19,9 +19,7 @@ from eventstore import EventStore
 from eventstore.calls import LLM_CALL
 from eventstore.integrations import instrument_gemini
 
-from .fake_llm_api import Answer, FakeAPI, api
-
-__all__ = ["api"]
+from .fake_llm_api import Answer, FakeAPI
 
 # google-genai's own aiohttp session class warns on import under newer aiohttp.
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")

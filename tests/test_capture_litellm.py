@@ -15,10 +15,8 @@ import pytest
 from eventstore import EventStore
 from eventstore.calls import LLM_CALL
 
-from .fake_llm_api import Answer, FakeAPI, api, sse
+from .fake_llm_api import Answer, FakeAPI, sse
 from .test_capture_sdk import chat_body, chat_chunks, expected_cost
-
-__all__ = ["api"]
 
 # LiteLLM fetches its own price map from the network unless told to use its bundled copy.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

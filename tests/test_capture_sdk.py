@@ -24,9 +24,7 @@ from eventstore import EventStore, RecordedEvent
 from eventstore.calls import LLM_CALL
 from eventstore.integrations import instrument_anthropic, instrument_openai, stats
 
-from .fake_llm_api import Answer, FakeAPI, api, sse
-
-__all__ = ["api"]
+from .fake_llm_api import Answer, FakeAPI, sse
 
 GPT = "gpt-4o-2024-08-06"
 CLAUDE = "claude-sonnet-4-5-20250929"

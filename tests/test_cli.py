@@ -344,6 +344,65 @@ def test_show_prints_the_conversation_as_a_transcript_with_a_running_total(log: 
     ]
 
 
+def test_show_requests_prints_the_exact_request_of_every_model_call(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    first = {"model": "gpt-4o", "temperature": 0,
+             "messages": [{"role": "system", "content": "Be brief."},
+                          {"role": "user", "content": "Hi <b>there</b>"}]}
+    # The second request repeats the first's messages: the log stores them once and the
+    # call references them, so what is printed must be rebuilt, not copied.
+    second = {**first, "messages": [*first["messages"],
+                                    {"role": "assistant", "content": "Hello!"},
+                                    {"role": "user", "content": "More"}]}
+    reply = {"id": "r", "model": "gpt-4o", "choices": [
+        {"index": 0, "finish_reason": "stop",
+         "message": {"role": "assistant", "content": "Hello!"}}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}
+
+    async def seed() -> list[str]:
+        async with EventStore.open(url, pricing=PRICES) as store:
+            ids = []
+            for request, latency in ((first, 420.0), (second, 42.0)):
+                call = await store.record_llm_call(
+                    provider="openai", model="gpt-4o", request=request, response=reply,
+                    latency_ms=latency, conversation_id="chat")
+                ids.append(call.id)
+            failed = await store.record_llm_call(
+                provider="openai", model="gpt-4o", request=first, response=None,
+                latency_ms=50.0, conversation_id="chat",
+                error={"type": "rate_limit", "message": "slow down", "status_code": 429})
+            return [*ids, failed.id]
+
+    ids = asyncio.run(seed())
+    text, machine, plain = run_all(["show", "chat", "--requests"],
+                                   ["show", "chat", "--requests", "--json"],
+                                   ["show", "chat"], url=url)
+    calls = json_lines(machine)
+    assert [c["id"] for c in calls] == ids
+    assert [c["request"] for c in calls] == [first, second, first]
+    assert [c["response"] for c in calls] == [reply, reply, None]
+    lines = ok(text).lines
+    call_lines = [i for i, line in enumerate(lines) if " call " in line]
+    assert [lines[i].split("  call  ")[1].strip() for i in call_lines] == [
+        "openai/gpt-4o · chat · 12 in / 3 out · 420 ms",
+        "openai/gpt-4o · chat · 12 in / 3 out · 42 ms",
+        "openai/gpt-4o · chat · no usage · 50 ms · error rate_limit (429) · unpriced",
+    ]
+    for i, request in zip(call_lines, (first, second, first), strict=True):
+        # The indented JSON under the call line parses back to the request as sent.
+        body = []
+        for line in lines[i + 1:]:
+            if re.match(r"\s*#\d+ ", line) or line.startswith("total cost"):
+                break
+            body.append(line.strip())
+        assert body[0].startswith("request {")
+        assert json.loads(" ".join(body).removeprefix("request ")) == request
+    assert "request" not in ok(plain).out
+    # 12 in / 3 out at $2.5 / $10 per million, twice.
+    assert ok(plain).lines[-2].startswith("total cost $0.00012 over 2 calls (")
+    assert "3 model calls" in ok(plain).lines[-2]
+
+
 def test_commands_that_read_everything_walk_every_page(big: str, tmp_path: Path) -> None:
     target = tmp_path / "big.jsonl"
     show, costs, export = run_all(

@@ -19,11 +19,9 @@ import logging
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from datetime import UTC
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anthropic
@@ -43,6 +41,7 @@ from eventstore.integrations.polars import MissingDependencyError, to_polars
 from eventstore.pricing import ModelPrice, PriceTable
 
 from .conftest import StoreFactory, wait_for
+from .fake_llm_api import Answer, FakeAPI, sse
 
 GPT = "gpt-4o-2024-08-06"
 CLAUDE = "claude-sonnet-4-5-20250929"
@@ -51,79 +50,6 @@ PRICES = PriceTable({
     ("anthropic", CLAUDE): ModelPrice.per_million(input="3", output="15", cache_read="0.3",
                                                   cache_write="3.75"),
 })
-
-
-# --- the fake API server ---------------------------------------------------------------------
-
-
-@dataclass
-class Answer:
-    status: int = 200
-    body: Any = None  # JSON document
-    events: list[tuple[str | None, str]] | None = None  # SSE (event name, data line)
-    # Set to hold the answer until the test lets it go (to block a call mid-flight).
-    gate: threading.Event | None = None
-
-
-@dataclass
-class FakeAPI:
-    url: str = ""
-    answers: dict[str, Answer] = field(default_factory=dict)
-    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-
-def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            request = json.loads(self.rfile.read(length) or b"{}")
-            path = self.path.split("?")[0]
-            api.requests.append((path, request))
-            answer = api.answers.get(path)
-            if answer is None:
-                self._send(404, "application/json", b'{"error": {"message": "no route"}}')
-                return
-            if answer.gate is not None:
-                answer.gate.wait(10)
-            if answer.events is not None:
-                body = "".join(
-                    (f"event: {name}\n" if name else "") + f"data: {data}\n\n"
-                    for name, data in answer.events
-                ).encode()
-                self._send(answer.status, "text/event-stream", body)
-            else:
-                self._send(answer.status, "application/json", json.dumps(answer.body).encode())
-
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
-
-
-@pytest.fixture
-def api() -> Iterator[FakeAPI]:
-    fake = FakeAPI()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), name="fake-llm-api",
-                              daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture
@@ -183,14 +109,6 @@ def chat_chunks(*, usage: bool) -> list[dict[str, Any]]:
                                  "total_tokens": 1500,
                                  "prompt_tokens_details": {"cached_tokens": 200}}})
     return chunks
-
-
-def sse(documents: list[dict[str, Any]], *, named: bool = False,
-        done: bool = True) -> list[tuple[str | None, str]]:
-    events: list[tuple[str | None, str]] = [
-        (doc["type"] if named else None, json.dumps(doc)) for doc in documents
-    ]
-    return [*events, (None, "[DONE]")] if done else events
 
 
 def responses_answer(status: str = "completed", usage: bool = True) -> dict[str, Any]:
@@ -327,7 +245,7 @@ def delta(before: dict[str, int]) -> dict[str, int]:
 async def test_openai_chat_completion_sync_from_worker_thread(pstore: EventStore,
                                                               api: FakeAPI) -> None:
     body = chat_completion()
-    api.answers["/v1/chat/completions"] = Answer(body=body)
+    api.answer("/v1/chat/completions", Answer(body=body))
     client = instrument_openai(oa_sync(api), pstore, "c1", "u1", metadata={"app": "test"})
     before = counts()
     # The store's loop keeps running while the worker waits for its events to be written.
@@ -356,7 +274,7 @@ async def test_openai_chat_completion_sync_from_worker_thread(pstore: EventStore
 async def test_openai_async_chat_and_record_messages_off(pstore: EventStore,
                                                          api: FakeAPI) -> None:
     body = chat_completion()
-    api.answers["/v1/chat/completions"] = Answer(body=body)
+    api.answer("/v1/chat/completions", Answer(body=body))
     async with oa_async(api) as raw:
         client = instrument_openai(raw, pstore, "c2", record_messages=False)
         result = await client.chat.completions.create(model="gpt-4o", messages=prompt())
@@ -369,7 +287,7 @@ async def test_openai_async_chat_and_record_messages_off(pstore: EventStore,
 
 
 async def test_instrumenting_twice_records_once(pstore: EventStore, api: FakeAPI) -> None:
-    api.answers["/v1/chat/completions"] = Answer(body=chat_completion())
+    api.answer("/v1/chat/completions", Answer(body=chat_completion()))
     async with oa_async(api) as raw:
         instrument_openai(raw, pstore, "first")
         client = instrument_openai(raw, pstore, "again")
@@ -380,7 +298,7 @@ async def test_instrumenting_twice_records_once(pstore: EventStore, api: FakeAPI
 
 async def test_azure_client_records_the_azure_provider(open_store: StoreFactory,
                                                        api: FakeAPI) -> None:
-    api.answers["/openai/deployments/prod-4o/chat/completions"] = Answer(body=chat_completion())
+    api.answer("/openai/deployments/prod-4o/chat/completions", Answer(body=chat_completion()))
     azure_prices = PriceTable({("azure.ai.openai", GPT): ModelPrice.per_million(
         input="2.5", output="10", cache_read="1.25")})
     async with open_store(pricing=azure_prices) as store, openai.AsyncAzureOpenAI(
@@ -395,7 +313,7 @@ async def test_azure_client_records_the_azure_provider(open_store: StoreFactory,
 
 async def test_openai_responses_api(pstore: EventStore, api: FakeAPI) -> None:
     body = responses_answer()
-    api.answers["/v1/responses"] = Answer(body=body)
+    api.answer("/v1/responses", Answer(body=body))
     client = instrument_openai(oa_sync(api), pstore, "r1")
     result = await asyncio.to_thread(client.responses.create, model="gpt-4o",
                                      input="Capital of France?")
@@ -421,7 +339,7 @@ async def test_openai_responses_stream(pstore: EventStore, api: FakeAPI) -> None
          "output_index": 0, "content_index": 0, "delta": "is.", "logprobs": []},
         {"type": "response.completed", "sequence_number": 3, "response": responses_answer()},
     ]
-    api.answers["/v1/responses"] = Answer(events=sse(events, named=True, done=False))
+    api.answer("/v1/responses", Answer(events=sse(events, named=True, done=False)))
     async with oa_async(api) as raw:
         client = instrument_openai(raw, pstore, "r2")
         stream = await client.responses.create(
@@ -438,7 +356,7 @@ async def test_openai_responses_stream(pstore: EventStore, api: FakeAPI) -> None
 
 async def test_openai_chat_stream_with_usage(pstore: EventStore, api: FakeAPI) -> None:
     chunks = chat_chunks(usage=True)
-    api.answers["/v1/chat/completions"] = Answer(events=sse(chunks))
+    api.answer("/v1/chat/completions", Answer(events=sse(chunks)))
     client = instrument_openai(oa_sync(api), pstore, "s1")
 
     def consume() -> tuple[Any, list[Any], int]:
@@ -479,7 +397,7 @@ async def test_openai_chat_stream_without_usage_records_no_cost(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="eventstore.integrations")
     chunks = chat_chunks(usage=False)
-    api.answers["/v1/chat/completions"] = Answer(events=sse(chunks))
+    api.answer("/v1/chat/completions", Answer(events=sse(chunks)))
     before = counts()
     async with oa_async(api) as raw:
         client = instrument_openai(raw, pstore, "s2")
@@ -506,7 +424,7 @@ async def test_openai_chat_stream_without_usage_records_no_cost(
 async def test_openai_stream_closed_early_is_recorded_as_incomplete(
     pstore: EventStore, api: FakeAPI
 ) -> None:
-    api.answers["/v1/chat/completions"] = Answer(events=sse(chat_chunks(usage=True)))
+    api.answer("/v1/chat/completions", Answer(events=sse(chat_chunks(usage=True))))
     client = instrument_openai(oa_sync(api), pstore, "s3")
 
     def first_two() -> list[str | None]:
@@ -526,7 +444,7 @@ async def test_openai_stream_closed_early_is_recorded_as_incomplete(
 async def test_openai_stream_dropped_unclosed_is_recorded_when_collected(
     pstore: EventStore, api: FakeAPI
 ) -> None:
-    api.answers["/v1/chat/completions"] = Answer(events=sse(chat_chunks(usage=True)))
+    api.answer("/v1/chat/completions", Answer(events=sse(chat_chunks(usage=True))))
     client = instrument_openai(oa_sync(api), pstore, "s4")
     before = counts()
 
@@ -547,7 +465,7 @@ async def test_openai_stream_dropped_unclosed_is_recorded_when_collected(
 async def test_raw_response_is_recorded_and_passes_through(pstore: EventStore,
                                                           api: FakeAPI) -> None:
     body = chat_completion()
-    api.answers["/v1/chat/completions"] = Answer(body=body)
+    api.answer("/v1/chat/completions", Answer(body=body))
     async with oa_async(api) as raw:
         client = instrument_openai(raw, pstore, "raw")
         before = counts()
@@ -563,7 +481,7 @@ async def test_openai_api_error_propagates_and_is_recorded(pstore: EventStore,
                                                            api: FakeAPI) -> None:
     error = {"error": {"message": "Rate limit reached for gpt-4o", "type": "requests",
                        "param": None, "code": "rate_limit_exceeded"}}
-    api.answers["/v1/chat/completions"] = Answer(status=429, body=error)
+    api.answer("/v1/chat/completions", Answer(status=429, body=error))
     async with oa_async(api) as raw:
         client = instrument_openai(raw, pstore, "e1", "u1")
         with pytest.raises(openai.RateLimitError) as caught:
@@ -588,7 +506,7 @@ async def test_openai_api_error_propagates_and_is_recorded(pstore: EventStore,
 
 async def test_anthropic_message_with_cache_tokens(pstore: EventStore, api: FakeAPI) -> None:
     body = claude_message()
-    api.answers["/v1/messages"] = Answer(body=body)
+    api.answer("/v1/messages", Answer(body=body))
     client = instrument_anthropic(an_sync(api), pstore, "a1", "u9")
     result = await asyncio.to_thread(
         client.messages.create, model="claude-test", max_tokens=100,
@@ -608,7 +526,7 @@ async def test_anthropic_message_with_cache_tokens(pstore: EventStore, api: Fake
 
 async def test_anthropic_async_stream(pstore: EventStore, api: FakeAPI) -> None:
     events = claude_stream()
-    api.answers["/v1/messages"] = Answer(events=sse(events, named=True, done=False))
+    api.answer("/v1/messages", Answer(events=sse(events, named=True, done=False)))
     async with an_async(api) as raw:
         client = instrument_anthropic(raw, pstore, "a2")
         stream = await client.messages.create(
@@ -630,7 +548,7 @@ async def test_anthropic_async_stream(pstore: EventStore, api: FakeAPI) -> None:
 async def test_anthropic_sync_stream_and_error_mid_stream(pstore: EventStore,
                                                           api: FakeAPI) -> None:
     events = claude_stream()
-    api.answers["/v1/messages"] = Answer(events=sse(events, named=True, done=False))
+    api.answer("/v1/messages", Answer(events=sse(events, named=True, done=False)))
     client = instrument_anthropic(an_sync(api), pstore, "a3")
 
     def texts() -> list[str]:
@@ -646,7 +564,7 @@ async def test_anthropic_sync_stream_and_error_mid_stream(pstore: EventStore,
     broken = [*sse(claude_stream(delta=False), named=True, done=False),
               ("error", json.dumps({"type": "error", "error": {
                   "type": "overloaded_error", "message": "Overloaded"}}))]
-    api.answers["/v1/messages"] = Answer(events=broken)
+    api.answer("/v1/messages", Answer(events=broken))
     client = instrument_anthropic(client, pstore, "a4")
     with pytest.raises(anthropic.APIStatusError):
         await asyncio.to_thread(texts)
@@ -660,7 +578,7 @@ async def test_anthropic_sync_stream_and_error_mid_stream(pstore: EventStore,
 
 async def test_anthropic_server_error(pstore: EventStore, api: FakeAPI) -> None:
     body = {"type": "error", "error": {"type": "api_error", "message": "Internal error"}}
-    api.answers["/v1/messages"] = Answer(status=500, body=body)
+    api.answer("/v1/messages", Answer(status=500, body=body))
     client = instrument_anthropic(an_sync(api), pstore, "a5")
     with pytest.raises(anthropic.InternalServerError) as caught:
         await asyncio.to_thread(client.messages.create, model="claude-test",
@@ -679,7 +597,7 @@ async def test_anthropic_server_error(pstore: EventStore, api: FakeAPI) -> None:
 async def test_unknown_model_is_recorded_unpriced(pstore: EventStore,
                                                   api: FakeAPI) -> None:
     body = chat_completion(model="gpt-unpriced-1")
-    api.answers["/v1/chat/completions"] = Answer(body=body)
+    api.answer("/v1/chat/completions", Answer(body=body))
     before = counts()
     async with oa_async(api) as raw:
         client = instrument_openai(raw, pstore, "u1")
@@ -700,7 +618,7 @@ async def test_closed_store_does_not_fail_the_call(open_store: StoreFactory,
     await store.start()
     await store.close()
     body = chat_completion()
-    api.answers["/v1/chat/completions"] = Answer(body=body)
+    api.answer("/v1/chat/completions", Answer(body=body))
     before = counts()
     async with oa_async(api) as raw:
         client = instrument_openai(raw, store, "closed")
@@ -721,7 +639,7 @@ async def test_failing_redact_hook_does_not_fail_the_call(open_store: StoreFacto
     def boom(event: Any) -> Any:
         raise RuntimeError("redactor down")
 
-    api.answers["/v1/messages"] = Answer(body=claude_message())
+    api.answer("/v1/messages", Answer(body=claude_message()))
     async with open_store(pricing=PRICES, redact=[boom]) as store, an_async(api) as raw:
         client = instrument_anthropic(raw, store, "r")
         before = counts()
@@ -739,7 +657,7 @@ async def test_broken_response_shape_is_counted_not_raised(pstore: EventStore,
                                                            api: FakeAPI) -> None:
     body = chat_completion()
     body["choices"] = "not a list"  # nothing the SDK validates, and nothing we can read
-    api.answers["/v1/chat/completions"] = Answer(body=body)
+    api.answer("/v1/chat/completions", Answer(body=body))
     before = counts()
     async with oa_async(api) as raw:
         client = instrument_openai(raw, pstore, "weird")
@@ -754,7 +672,7 @@ async def test_broken_response_shape_is_counted_not_raised(pstore: EventStore,
 async def test_sync_client_on_the_loop_thread_records_when_the_loop_is_free(
     pstore: EventStore, api: FakeAPI
 ) -> None:
-    api.answers["/v1/chat/completions"] = Answer(body=chat_completion())
+    api.answer("/v1/chat/completions", Answer(body=chat_completion()))
     client = instrument_openai(oa_sync(api), pstore, "on-loop")
     before = counts()
     # Blocking the loop for the request is the caller's choice; waiting for the write here
@@ -767,7 +685,7 @@ async def test_sync_client_on_the_loop_thread_records_when_the_loop_is_free(
 
 async def test_sync_client_gives_up_waiting_on_a_blocked_loop(pstore: EventStore,
                                                               api: FakeAPI) -> None:
-    api.answers["/v1/chat/completions"] = Answer(body=chat_completion())
+    api.answer("/v1/chat/completions", Answer(body=chat_completion()))
     client = instrument_openai(oa_sync(api), pstore, "blocked", record_timeout=0.05)
     results: list[Any] = []
     worker = threading.Thread(target=lambda: results.append(
@@ -784,7 +702,7 @@ async def test_sync_client_gives_up_waiting_on_a_blocked_loop(pstore: EventStore
 
 
 async def test_async_client_on_another_loop(pstore: EventStore, api: FakeAPI) -> None:
-    api.answers["/v1/messages"] = Answer(body=claude_message())
+    api.answer("/v1/messages", Answer(body=claude_message()))
 
     async def elsewhere() -> Any:
         async with an_async(api) as raw:
@@ -809,7 +727,7 @@ def test_sync_app_with_the_store_on_a_background_loop(tmp_path: Any, api: FakeAP
     store = EventStore.open(f"sqlite:///{tmp_path / 'sync.db'}", pricing=PRICES)
     try:
         run(store.start())
-        api.answers["/v1/chat/completions"] = Answer(body=chat_completion())
+        api.answer("/v1/chat/completions", Answer(body=chat_completion()))
         client = instrument_openai(oa_sync(api), store)
         with store.conversation("sync-app", user_id="u5"):
             client.chat.completions.create(model="gpt-4o", messages=prompt())
@@ -828,7 +746,7 @@ def test_sync_app_with_the_store_on_a_background_loop(tmp_path: Any, api: FakeAP
 
 
 async def test_conversation_scope_attributes_calls(pstore: EventStore, api: FakeAPI) -> None:
-    api.answers["/v1/chat/completions"] = Answer(body=chat_completion())
+    api.answer("/v1/chat/completions", Answer(body=chat_completion()))
     sync_client = instrument_openai(oa_sync(api), pstore)
     async with oa_async(api) as raw:
         client = instrument_openai(raw, pstore, metadata={"app": "x"})
@@ -885,7 +803,7 @@ async def test_conversation_scope_is_per_task(pstore: EventStore) -> None:
 
 
 async def test_to_polars(pstore: EventStore, api: FakeAPI) -> None:
-    api.answers["/v1/messages"] = Answer(body=claude_message())
+    api.answer("/v1/messages", Answer(body=claude_message()))
     async with an_async(api) as raw:
         client = instrument_anthropic(raw, pstore, "pl", "up")
         await client.messages.create(model="claude-test", max_tokens=10,

@@ -634,3 +634,56 @@ async def test_cli_checkpoint_verify_and_prove(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "first bad seq 9" in done.stdout and "seq 9 was altered" in done.stdout
     assert cli(url, "prove", "22").returncode == 1  # no such seq: a one-line error
+
+
+async def test_cli_verify_checks_the_checkpoint_signature_with_a_verifier_key(
+        tmp_path: Path) -> None:
+    """An auditor holding only the public verifier key: the checkpoint must be signed by
+    the store's key, and the log must extend it."""
+    from eventstore.integrity import verifier_key
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    key = Ed25519PrivateKey.generate()
+    with anyio.fail_after(60):
+        async with EventStore.open(url, signing_key=key) as store:
+            await fill(store, (12,))
+            signed = await store.checkpoint()
+            origin = store.origin
+    vkey = verifier_key(key, origin)
+    other = verifier_key(Ed25519PrivateKey.generate(), origin)
+    cp = tmp_path / "cp.txt"
+    cp.write_text(signed)
+    key_file = tmp_path / "store.vkey"
+    key_file.write_text(f"# the store's verifier key\n{vkey}\n")
+
+    for given in (vkey, str(key_file)):
+        done = cli(url, "verify", "--checkpoint", str(cp), "--key", given)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "extends the checkpoint" in done.stdout
+        assert f"signed by {'+'.join(vkey.split('+')[:2])}" in done.stdout
+
+    done = cli(url, "verify", "--checkpoint", str(cp), "--key", other)
+    assert done.returncode == 1
+    assert "not signed by the key given" in done.stdout and "no verifiable signatures" \
+        in done.stdout
+
+    forged = tmp_path / "forged.txt"  # the text changed after signing: the signature fails
+    forged.write_text(signed.replace("\n21\n", "\n20\n", 1))
+    done = cli(url, "verify", "--checkpoint", str(forged), "--key", vkey)
+    assert done.returncode == 1 and "invalid signature" in done.stdout, done.stdout
+
+    unsigned = tmp_path / "unsigned.txt"
+    unsigned.write_text(signed.split("\n\n")[0] + "\n")
+    done = cli(url, "verify", "--checkpoint", str(unsigned), "--key", vkey)
+    assert done.returncode == 1 and "is not signed" in done.stdout, done.stdout
+
+    done = cli(url, "verify", "--checkpoint", str(cp), "--key", "not-a-key")
+    assert done.returncode == 2 and "malformed verifier key" in done.stderr, done.stderr
+    assert cli(url, "verify", "--key", vkey).returncode == 2  # --key needs --checkpoint
+
+    conn = sqlite3.connect(tmp_path / "a.db", isolation_level=None)  # a valid signature,
+    conn.execute("DROP TRIGGER events_no_delete")                  # but the log no longer
+    conn.execute("DELETE FROM events WHERE seq > 15")              # extends it
+    conn.close()
+    done = cli(url, "verify", "--checkpoint", str(cp), "--key", vkey)
+    assert done.returncode == 1 and "first bad seq 16" in done.stdout, done.stdout

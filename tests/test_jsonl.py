@@ -393,3 +393,20 @@ async def test_a_subscriber_pages_other_processes_appends_without_a_gap(
         assert [(e.id, e.seq) for e in seen] == sorted(acked, key=lambda a: a[1])
         assert store.guardian.ticks == 0  # delivered by the directory watcher
         await sub.stop()
+
+
+async def test_the_integrity_tree_is_refused_by_name(tmp_path: Path) -> None:
+    """jsonl keeps no Merkle tree (yet): every tree operation says so, naming the
+    backend, instead of answering about a tree that does not exist."""
+    from eventstore.errors import IntegrityError
+
+    async with EventStore.open(url(tmp_path / "log")) as store:
+        await store.append(msg("hi"))
+        for call in (store.tree_head, store.checkpoint, store.verify,
+                     lambda: store.prove(1), lambda: store.prove_consistency(0)):
+            with pytest.raises(IntegrityError, match=r"the jsonl:// backend \(JsonlBackend\) "
+                                                     "keeps no Merkle tree"):
+                await call()
+    with pytest.raises(IntegrityError, match=r"checkpoint_dir= needs .* jsonl:// backend"):
+        async with EventStore.open(url(tmp_path / "log"), checkpoint_dir=tmp_path / "cps"):
+            pass

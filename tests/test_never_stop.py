@@ -25,6 +25,9 @@ from eventstore import (
     Subscription,
     signals,
 )
+from eventstore.backends.jsonl import JsonlBackend
+from eventstore.backends.memory import MemoryBackend
+from eventstore.backends.sqlite import SQLiteBackend
 from eventstore.projections import ConversationCosts
 from eventstore.subscriptions import Status
 
@@ -233,6 +236,89 @@ async def test_handler_timeout_must_be_positive(store: EventStore) -> None:
     assert sub.handler_timeout is None
 
 
+# --- a handler that swallows its cancellation cannot hold up stop() or close() --------------
+
+class Stubborn:
+    """An async handler that, from event seq `block_from` on, catches every
+    CancelledError and goes on waiting until released; `entered` counts those calls,
+    `cancels` the cancellations it swallowed."""
+
+    def __init__(self, block_from: int) -> None:
+        self.block_from = block_from
+        self.release = asyncio.Event()
+        self.entered = 0
+        self.cancels = 0
+        self.returned = 0
+
+    async def __call__(self, event: RecordedEvent) -> None:
+        if event.seq < self.block_from:
+            return
+        self.entered += 1
+        while not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancels += 1
+                continue
+        self.returned += 1
+
+
+@pytest.mark.parametrize("how", ["stop", "close"])
+async def test_a_handler_swallowing_its_cancellation_is_abandoned_after_stop_timeout(
+    open_store: StoreFactory, how: str,
+) -> None:
+    stubborn = Stubborn(block_from=2)
+    failed: list[tuple[int | None, BaseException]] = []
+
+    def on_failed(sender: Any, subscription: Subscription, event: RecordedEvent | None,
+                  exception: BaseException) -> None:
+        failed.append((event.seq if event is not None else None, exception))
+
+    store = open_store()
+    signals.subscription_failed.connect(on_failed, sender=store)
+    try:
+        with anyio.fail_after(10):
+            await store.start()
+            sub = await store.subscribe(stubborn, name="stubborn", stop_timeout=0.2)
+            first = await store.append(message(1))
+            await wait_for(lambda: sub.position == first.seq)
+            stuck = await store.append(message(2))
+            await wait_for(lambda: stubborn.entered == 1)
+        with anyio.fail_after(5):  # the grace is 0.2 s: well within this bound
+            if how == "stop":
+                await sub.stop()
+            else:
+                await store.close()
+        assert stubborn.cancels == 1  # told once: no cancellation re-sent on every tick
+        assert sub.status == Status.FAILED and store.subscriptions == []
+        assert sub.failed_event is not None and sub.failed_event.seq == stuck.seq
+        assert isinstance(sub.last_error, HandlerTimeoutError)
+        assert "stop_timeout" in str(sub.last_error) and "failed" in sub.describe()
+        assert [seq for seq, _ in failed] == [stuck.seq]
+        if how == "stop":  # the store goes on, and closes
+            rec = await store.append(message(3))
+            assert rec.seq == stuck.seq + 1
+            with anyio.fail_after(5):
+                await store.close()
+        reopened = open_store()
+        async with reopened:
+            checkpoint = await reopened.backend.load_checkpoint("stubborn")
+            # kept before the event it never finished: delivered again on resume
+            assert checkpoint is not None and checkpoint.position == first.seq
+    finally:
+        signals.subscription_failed.disconnect(on_failed, sender=store)
+        stubborn.release.set()
+    # Released at last, the abandoned call ends without counting for anything.
+    await wait_for(lambda: not sub.alive)
+    assert stubborn.returned == 1 and sub.position == first.seq
+
+
+async def test_stop_timeout_must_be_positive(store: EventStore) -> None:
+    for bad in (0, -1.0, math.inf, None, "5", True):
+        with pytest.raises(InvalidOptionError, match="stop_timeout"):
+            await store.subscribe(lambda e: None, stop_timeout=bad)  # type: ignore[arg-type]
+
+
 # --- 4. close() from inside a handler closes the store --------------------------------------
 
 async def test_close_called_from_inside_a_handler_closes_the_store(
@@ -350,17 +436,56 @@ async def test_many_subscriptions_share_one_receiver_and_the_guardian_walks_none
         monkeypatch.setattr(signals.event_appended, "receivers_for", counting)
         assert await store.guardian.check() == []
         assert walks["n"] <= 2  # not once per subscription
+        assert store.guardian.examined == 0  # parked idle: nothing to look at
 
         # A commit hands the event over once; the idle subscriptions of another type are
         # not woken by it, yet their position follows the log.
         walks["n"] = 0
         catch_ups = [s.catch_ups for s in idle]
         recs = await store.append_many([message(i) for i in range(20)])
-        assert walks["n"] == len(recs)  # one dispatch per event, not per subscription
+        # receivers looked up once per commit (at most once per event), never per
+        # subscription
+        assert 1 <= walks["n"] <= len(recs)
         await wait_for(lambda: seen == [r.seq for r in recs])
         assert [s.catch_ups for s in idle] == catch_ups
         assert all(s.position == recs[-1].seq for s in idle)
         assert all(s.idle for s in idle)
+        assert await store.guardian.check() == []
+        assert store.guardian.examined == 0
+
+        # What does need looking at is looked at: a detached one is reattached.
+        idle[7].disconnect()
+        assert await store.guardian.check() == ["reconnected"]
+        assert store.guardian.examined == 1 and idle[7].attached
+        await wait_for(lambda: idle[7].idle)
+        assert await store.guardian.check() == [] and store.guardian.examined == 0
+
+
+async def test_an_idle_subscription_parked_behind_the_first_routed_event_catches_up(
+    open_store: StoreFactory,
+) -> None:
+    # Another store commits while this one has routed nothing yet, and the notification
+    # of it is lost: the first event this store routes starts its live chain after a
+    # hole, and a parked subscription of another type reads the hole from the log.
+    seen: list[int] = []
+    async with open_store(guardian_interval=3600) as store, open_store() as other:
+        sub = await store.subscribe(lambda e: seen.append(e.seq), name="t",
+                                    types={"alert"})
+        await wait_for(lambda: sub.idle)
+        if open_store.kind == "postgres":
+            return  # LISTEN/NOTIFY would tell it; a lost listener is tested elsewhere
+        if isinstance(store.backend, MemoryBackend):
+            store.backend.unlisten(store._registry.note_head)
+        elif isinstance(store.backend, SQLiteBackend):
+            assert store.backend.watcher is not None
+            store.backend.watcher.close()
+        elif isinstance(store.backend, JsonlBackend):
+            store.backend.stop_watching()
+        hidden = await other.append(message(1, type="alert"))
+        ours = await store.append(message(2))
+        with anyio.fail_after(10):
+            await wait_for(lambda: seen == [hidden.seq])
+            await wait_for(lambda: sub.idle and sub.position == ours.seq)
 
 
 # --- 12. guardian_interval must be positive ---------------------------------------------------

@@ -48,7 +48,7 @@ from eventstore.integrations.opentelemetry import (
 )
 
 from .conftest import StoreFactory
-from .fake_llm_api import Answer, FakeAPI, api  # noqa: F401  (the fixture)
+from .fake_llm_api import Answer, FakeAPI
 
 
 def provider_with(exporter: Any, *, batch: bool = False) -> TracerProvider:
@@ -332,7 +332,7 @@ def openai_v2(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 @pytest.mark.parametrize("also_instrument_openai", [False, True])
 async def test_the_openai_v2_instrumentor_is_recorded_once(
-        api: FakeAPI, openai_v2: Any, also_instrument_openai: bool,  # noqa: F811
+        api: FakeAPI, openai_v2: Any, also_instrument_openai: bool,
         tmp_path: Path) -> None:
     import openai
 

@@ -520,3 +520,86 @@ async def test_reads_of_forgotten_events_after_the_forget_are_erased(
             await store.forget_user("u1")
             events: list[RecordedEvent] = [e async for e in store.read()]
     assert events[0].data["content"] == ERASED
+
+
+# --- message digests name only what is stored ---------------------------------------------
+
+CARD = {"role": "user", "content": "my card is 4111 1111 1111 1111"}
+CARD_STORED = {"role": "user", "content": "my card is [CARD]"}
+
+
+def sent_digest(item: Any) -> str:
+    """How a message was named when the digest was of the message as sent."""
+    return hashlib.sha256(msgspec.json.encode(item, order="sorted")).hexdigest()[:32]
+
+
+async def log_bytes(store: EventStore, factory: StoreFactory) -> bytes:
+    if factory.kind == "sqlite":
+        return raw(Path(store.backend.path))  # type: ignore[attr-defined]
+    if factory.kind == "jsonl":
+        return tree_bytes(Path(factory.url.removeprefix("jsonl:///")))
+    return await pg_raw(factory.pg_schema, "events")
+
+
+async def call(store: EventStore, *messages: Any, user: str = "u1") -> RecordedEvent:
+    return await store.record_llm_call(
+        provider="openai", model="gpt-4o", request={"model": "gpt-4o", "messages": messages},
+        response=None, error={"type": "timeout", "message": "no answer"}, latency_ms=1.0,
+        conversation_id="chat", user_id=user)
+
+
+async def stored_messages(store: EventStore) -> list[RecordedEvent]:
+    return (await store.list_events(type="message_sent", limit=1000)).events
+
+
+async def test_a_message_digest_keeps_nothing_the_redactor_removed(
+        open_store: StoreFactory) -> None:
+    # Calls name their messages by a digest, stored in clear beside the message. Were it
+    # the digest of the message as sent, the card number the redactor removed could be
+    # guessed back from it offline (a card number has about 10^9 candidates).
+    thanks = {"role": "user", "content": "thanks"}
+    with anyio.fail_after(60):
+        async with open_store(redact=[PIIRedactor()]) as store:
+            await call(store, CARD)
+            await call(store, CARD, thanks)
+            stored = await stored_messages(store)
+            # ... and each message is still stored once, named by what is stored
+            assert [m.data["content"] for m in stored] == ["my card is [CARD]", "thanks"]
+            assert stored[0].data["hash"] == sent_digest(CARD_STORED)
+            calls = await store.calls(conversation_id="chat")
+            assert [c.request["messages"] for c in calls] == [[CARD_STORED],
+                                                               [CARD_STORED, thanks]]
+            if open_store.kind != "memory":
+                assert sent_digest(CARD).encode() not in await log_bytes(store, open_store)
+        if open_store.kind == "memory":
+            return
+        async with open_store(redact=[PIIRedactor()]) as again:
+            # another process names the message alike: not stored a second time
+            await call(again, CARD, thanks, {"role": "user", "content": "bye"})
+            assert [m.data["content"] for m in await stored_messages(again)] == [
+                "my card is [CARD]", "thanks", "bye"]
+            assert sent_digest(CARD).encode() not in await log_bytes(again, open_store)
+
+
+async def test_an_encrypted_message_digest_confirms_no_guess_after_forget(
+        open_store: StoreFactory) -> None:
+    said = {"role": "user", "content": DIAGNOSIS}
+    with anyio.fail_after(60):
+        async with open_store(encryption=enc()) as store:
+            await call(store, said)
+            await call(store, said, {"role": "user", "content": "and?"})
+            first, _ = await stored_messages(store)
+            assert first.data["content"] == DIAGNOSIS  # revealed to readers
+            # keyed with u1's data key: knowing the text does not give the digest
+            assert first.data["hash"] != sent_digest(said)
+            await store.forget_user("u1")
+            (erased, _) = await stored_messages(store)
+            assert erased.data["content"] == ERASED
+            # A call after the forget stores the message anew (under the new key), so its
+            # request is rebuilt whole instead of pointing at the erased copy.
+            await call(store, said)
+            calls = await store.calls(conversation_id="chat")
+            assert calls[-1].request["messages"] == [said]
+            assert calls[0].request["messages"] == [{"role": "user", "content": ERASED}]
+            if open_store.kind != "memory":
+                assert sent_digest(said).encode() not in await log_bytes(store, open_store)

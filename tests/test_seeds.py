@@ -11,7 +11,8 @@ import pytest
 
 from eventstore import Event, EventStore, EventStoreError, ModelPrice, RecordedEvent
 from eventstore.errors import InvalidEventError, PromptConflictError, PromptNotFoundError
-from eventstore.projections import PromptVersions, RunSummaries
+from eventstore.pricing import PriceTable
+from eventstore.projections import LatencyStats, PromptVersions, RunSummaries
 from eventstore.scope import current_attribution
 
 from .conftest import StoreFactory
@@ -217,6 +218,51 @@ async def test_calls_under_a_prompt_scope_feed_prompt_versions(store: EventStore
     v1, v2 = versions.compare("greet")
     assert (v1.prompt_version, v1.executions, v1.avg_rating) == ("v1", 1, 5.0)
     assert (v2.prompt_version, v2.executions, v2.avg_rating) == ("v2", 1, 1.0)
+
+
+def _chat(model: str, text: str = "Hi") -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}]}
+
+
+def _reply(model: str) -> dict[str, Any]:
+    return {"id": "r", "model": model, "usage": {"prompt_tokens": 12, "completion_tokens": 3},
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "Hello"}}]}
+
+
+async def test_every_model_call_is_an_execution_and_a_latency_sample(
+        open_store: StoreFactory) -> None:
+    prices = PriceTable({("openai", "gpt-4o"): ModelPrice.per_million(input="2.5", output="10")})
+    async with open_store(pricing=prices) as store:
+        await store.register_prompt("greet", "v1", user="Hi")
+        with store.conversation("c1", user_id="u1"):
+            with (await store.prompt("greet", "v1")).scope():
+                priced = await store.record_llm_call(
+                    provider="openai", model="gpt-4o", request=_chat("gpt-4o"),
+                    response=_reply("gpt-4o"), latency_ms=400.0)
+                # No price is known for this one, and the next one failed: neither writes
+                # a cost record, and both are still calls of the prompt that took time.
+                await store.record_llm_call(
+                    provider="openai", model="mystery-1", request=_chat("mystery-1", "Yo"),
+                    response=_reply("mystery-1"), latency_ms=100.0)
+                await store.record_llm_call(
+                    provider="openai", model="gpt-4o", request=_chat("gpt-4o", "Hey"),
+                    response=None, latency_ms=50.0,
+                    error={"type": "rate_limit", "message": "slow down", "status_code": 429})
+            await cost(store, latency=7.0)  # record_cost of its own, unprompted
+        await store.feedback(4, call_id=priced.id, conversation_id="c1")
+        assert await store.count_events(type="cost_recorded") == 2
+        versions = await store.rebuild(PromptVersions())
+        latency = await store.rebuild(LatencyStats())
+    (v1,) = versions.compare("greet")
+    assert (v1.executions, v1.input_tokens, v1.output_tokens) == (3, 24, 6)
+    # Only the priced call's cost, counted once: 12 * 2.5 + 3 * 10 per million.
+    assert v1.total_cost == Decimal("0.00006")
+    assert v1.avg_latency_ms == pytest.approx((400 + 100 + 50) / 3)
+    assert (v1.feedback_count, v1.avg_rating) == (1, 4.0)
+    assert latency.samples(prompt="greet") == [50.0, 100.0, 400.0]
+    assert latency.samples() == [7.0, 50.0, 100.0, 400.0]
+    assert latency.models() == ["gpt-4o", "gpt-x", "mystery-1"]
 
 
 # --- feedback --------------------------------------------------------------------------

@@ -7,14 +7,18 @@ response sends points at another host. Starlette's TestClient drives the app in-
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import html
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,8 +28,9 @@ import msgspec
 import pytest
 from markupsafe import escape
 
-from eventstore import Event, EventStore, RecordedEvent
+from eventstore import Budget, Event, EventStore, RecordedEvent
 from eventstore.backends import Checkpoint
+from eventstore.integrity import format_checkpoint
 from eventstore.pricing import ModelPrice, PriceTable
 
 pytest.importorskip("starlette")
@@ -34,6 +39,8 @@ from starlette.testclient import TestClient
 from eventstore.cli.serve import is_loopback
 from eventstore.cli.serve.access import CSP, TokenGate, cookie_name
 from eventstore.cli.serve.web import build_app
+
+from .test_budgets import settled
 
 TOKEN = "test-token-1234"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -117,9 +124,9 @@ def api(client: TestClient, path: str) -> Any:
 
 
 PAGES = ["/conversations", "/conversations/c1", f"/conversations/{quote(EVIL_ID)}",
-         "/events/4", "/costs", "/violations", "/tail", "/subscriptions"]
+         "/events/4", "/costs", "/violations", "/tail", "/subscriptions", "/integrity"]
 APIS = ["/api/conversations", "/api/conversations/c1", "/api/events/4", "/api/costs",
-        "/api/violations", "/api/subscriptions"]
+        "/api/violations", "/api/subscriptions", "/api/integrity"]
 STATIC = ["/static/style.css", "/static/tail.js"]
 
 
@@ -140,8 +147,10 @@ def test_without_the_token_every_route_is_401_with_no_data(client: TestClient,
             assert "set-cookie" not in response.headers
             for secret in ("Hi there", "c1", "u1", "gpt-4o", "card number"):
                 assert secret not in response.text
-    post = client.post("/v1/traces", content=b"{}")
-    assert post.status_code == 401
+    for path in ("/v1/traces", "/integrity/verify", "/api/integrity/verify"):
+        post = client.post(path, content=b"{}")
+        assert post.status_code == 401 and "first_bad_seq" not in post.text, path
+    assert api(client, "/api/integrity")["verify"] is None  # the refused posts ran nothing
 
 
 def test_the_token_in_the_url_once_then_a_strict_httponly_cookie(client: TestClient) -> None:
@@ -665,3 +674,275 @@ def test_record_llm_call_shows_one_card_and_its_exact_request_one_click_away(
         assert '"content": "hi <b>there</b>"' in page
         assert api(client, f"/api/events/{priced.seq + 1}")["call"] is None  # its cost record
         assert api(client, f"/api/events/{failed.seq}")["call"]["response"] is None
+
+
+# --- violations filters, subscriptions and costs pages by cursor -----------------------------
+
+
+def test_violations_filter_by_user_conversation_type_and_time(client: TestClient,
+                                                              log: Log) -> None:
+    def seqs(query: str) -> list[int]:
+        return [e["seq"] for e in api(client, f"/api/violations?{query}")["events"]]
+
+    assert seqs("user=u1") == [5]
+    assert seqs(f"conversation={quote(EVIL_ID)}") == [13]
+    assert seqs("type=policy_violation") == [5, 13]
+    assert seqs("type=budget_exceeded") == []
+    fifth = log.events[4].recorded_at.isoformat()
+    assert seqs(f"after={quote(log.events[5].recorded_at.isoformat())}") == [13]
+    assert seqs(f"before={quote(fifth)}") == [5]
+    first = api(client, "/api/violations?type=policy_violation&limit=1")
+    assert first["filters"]["type"] == "policy_violation"
+    rest = api(client, f"/api/violations?type=policy_violation&limit=1&cursor="
+                       f"{first['next_cursor']}")
+    assert [e["seq"] for e in rest["events"]] == [13]
+    body = get(client, "/violations?type=policy_violation&limit=1").text
+    assert '<option value="policy_violation" selected>' in body
+    assert 'href="/violations?type=policy_violation&amp;limit=1&amp;cursor=' in body
+    for bad, message in (("type=nope", "type must be one of"), ("cursor=abc", ""),
+                         (f"user=u2&cursor={first['next_cursor']}", "other filters")):
+        response = client.get(f"/api/violations?{bad}", headers=AUTH)
+        assert response.status_code == 400 and message in response.json()["error"], bad
+        assert client.get(f"/violations?{bad}", headers=AUTH).status_code == 400
+
+
+def test_subscriptions_page_by_a_name_cursor(client: TestClient) -> None:
+    doc = api(client, "/api/subscriptions?limit=1")
+    assert [r["name"] for r in doc["subscriptions"]] == ["reports"]
+    assert doc["next_cursor"] is None
+    response = client.get("/api/subscriptions?cursor=Zm9v", headers=AUTH)
+    assert response.status_code == 400 and "cursor is malformed" in response.json()["error"]
+
+
+DAY = timedelta(days=1)
+
+
+async def seed_budgets(url: str) -> datetime:
+    """Two budgets, costs on three days, and the watcher's alerts for today's window."""
+    budgets = [Budget(limit=Decimal("1"), per="user", window="day", warn_at=(0.5,),
+                      name="per-user"),
+               Budget(limit=Decimal("100"), per="total", window="total", name="all-time")]
+    now = datetime.now(UTC)
+    async with EventStore.open(url, budgets=budgets) as store:
+        spend: list[tuple[str, str, datetime]] = [
+            ("u1", "0.6", now), ("u1", "0.6", now), (HOSTILE, "0.7", now), ("u3", "0.1", now),
+            ("old", "2", now - DAY), ("old", "3", now - 40 * DAY)]
+        for user, amount, when in spend:
+            await store.record_cost(provider="test", model=f"m-{user}", input_tokens=1,
+                                    output_tokens=1, cost=Decimal(amount), user_id=user,
+                                    occurred_at=when)
+        await store.append(Event(type="llm_call", data=UNPRICED, user_id="u3",
+                                 occurred_at=now))
+        await settled(store)
+    return now
+
+
+def test_costs_page_shows_budgets_and_their_state_each_table_by_its_own_cursor(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'budgets.db'}"
+    now = asyncio.run(seed_budgets(url))
+    with TestClient(build_app(lambda: EventStore.open(url), TOKEN)) as c:
+        doc = api(c, "/api/costs")
+        assert doc["total"]["unpriced_calls"] == 1
+        rows = [(b["budget"], b["scope"], b["state"], Decimal(b["spent"]), b["window"],
+                 b["alert"]["type"] if b["alert"] else None) for b in doc["budgets"]]
+        today = now.strftime("%Y-%m-%d")
+        # Scopes: those with an alert in today's window (not u3, under it; not "old",
+        # whose alerts are of other days), and the whole of the per-total budget.
+        assert rows == [
+            ("all-time", None, "ok", Decimal("7.0"), "total", None),
+            ("per-user", HOSTILE, "warning (50%)", Decimal("0.7"), today, "budget_warning"),
+            ("per-user", "u1", "exceeded", Decimal("1.2"), today, "budget_exceeded"),
+        ]
+        assert doc["budgets"][0]["unpriced_calls"] == 1  # u3's unpriced call, all time
+        assert Decimal(doc["budgets"][2]["remaining"]) == 0
+        body = c.get("/costs", headers=AUTH).text
+        assert '<tr class="budget exceeded"><td>per-user</td><td>user</td>' in body
+        assert '<td class="state">warning (50%)</td>' in body
+        assert str(escape(HOSTILE)) in body and HOSTILE not in body
+
+        def walk(table: str, key: str) -> list[Any]:
+            seen, query = [], "limit=1"
+            while True:
+                page = api(c, f"/api/costs?{query}")
+                rows = page["budgets"] if table == "budgets" else page[f"by_{table}"]
+                assert len(rows) == 1, (table, query)
+                seen.append(rows[0][key])
+                cursor = page["next_cursors"][table]
+                if cursor is None:
+                    return seen
+                query = f"limit=1&{table}_cursor={cursor}"
+
+        assert walk("budgets", "scope") == [None, HOSTILE, "u1"]
+        assert walk("day", "key") == [today, (now - DAY).strftime("%Y-%m-%d"),
+                                      (now - 40 * DAY).strftime("%Y-%m-%d")]
+        assert walk("user", "key") == ["old", "u1", HOSTILE, "u3"]  # costliest first
+        assert len(walk("model", "key")) == 5  # m-u1, m-old, m-<hostile>, m-u3, mystery-1
+        paged = c.get("/costs?limit=1", headers=AUTH).text
+        assert paged.count('<rect class="bar"') == 1  # the chart: the page's days
+        assert 'rel="next" href="/costs?day_cursor=' not in paged  # the limit stays
+        assert re.search(r'rel="next" href="/costs\?limit=1&amp;day_cursor=[\w-]+#by-day"',
+                         paged)
+        model_cursor = api(c, "/api/costs?limit=1")["next_cursors"]["model"]
+        for bad in ("budgets_cursor=abc", f"budgets_cursor={model_cursor}",
+                    f"day_cursor={model_cursor}", "user_cursor=WyJ1c2VyIiwieCIsInkiXQ",
+                    "model_cursor=WzFd"):
+            response = c.get(f"/api/costs?{bad}", headers=AUTH)
+            assert response.status_code == 400, bad
+            assert "is malformed or belongs to another listing" in response.json()["error"]
+            assert c.get(f"/costs?{bad}", headers=AUTH).status_code == 400
+
+
+# --- integrity -----------------------------------------------------------------------------
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def test_integrity_shows_the_tree_head_and_checkpoint_and_verifies_only_when_asked(
+    log: Log,
+) -> None:
+    async def facts() -> tuple[Any, str]:
+        async with EventStore.open(log.url) as store:
+            return await store.tree_head(), await store.checkpoint()
+
+    head, checkpoint = asyncio.run(facts())
+    with TestClient(build_app(lambda: EventStore.open(log.url), TOKEN)) as c:
+        doc = api(c, "/api/integrity")
+        assert doc["tree_head"] == {"size": len(log.events),
+                                    "root": {"hex": head.root.hex(), "base64": b64(head.root)}}
+        assert (doc["checkpoint"]["source"], doc["checkpoint"]["text"]) == (
+            "current", checkpoint)
+        assert doc["verify"] is None  # loading the page never verifies
+        body = get(c, "/integrity").text
+        assert f'<code class="root-hex">{head.root.hex()}</code>' in body
+        assert f'<td class="size">{len(log.events)} events</td>' in body
+        assert '<form method="post" action="/integrity/verify">' in body
+        assert "Not verified since this viewer started." in body
+        assert c.get("/integrity/verify", headers=AUTH).status_code == 405  # a POST only
+
+        report = c.post("/api/integrity/verify", headers=AUTH).json()
+        assert (report["ok"], report["size"], report["first_bad_seq"], report["problems"]) \
+            == (True, len(log.events), None, [])
+        assert report["root"]["base64"] == b64(head.root)
+        button = c.post("/integrity/verify", headers=AUTH, follow_redirects=False)
+        assert (button.status_code, button.headers["location"]) == (303, "/integrity#verify")
+        assert f"ok: {len(log.events)} events intact" in get(c, "/integrity").text
+        assert api(c, "/api/integrity")["verify"]["ok"] is True
+
+
+async def seed_checkpointed(url: str, checkpoints: Path) -> None:
+    async with EventStore.open(url, checkpoint_dir=checkpoints) as store:
+        await store.append_many([Event(type="t", conversation_id="c1", data={"i": i})
+                                 for i in range(6)])
+    # closing wrote checkpoint-000000000006.txt
+
+
+def test_integrity_reads_the_latest_checkpoint_file_and_names_the_first_bad_seq(
+    tmp_path: Path,
+) -> None:
+    path, checkpoints = tmp_path / "a.db", tmp_path / "checkpoints"
+    url = f"sqlite:///{path}"
+    asyncio.run(seed_checkpointed(url, checkpoints))
+    (written,) = checkpoints.iterdir()
+    files_before = sorted(p.name for p in checkpoints.iterdir())
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TRIGGER events_no_update")
+    conn.execute("UPDATE events SET type = 'other' WHERE seq = 3")
+    conn.close()
+    with TestClient(build_app(lambda: EventStore.open(url), TOKEN,
+                              checkpoints=checkpoints)) as c:
+        doc = api(c, "/api/integrity")
+        cp = doc["checkpoint"]
+        assert (cp["source"], cp["name"], cp["size"], cp["behind"], cp["problem"]) == (
+            "file", written.name, 6, 0, None)
+        assert cp["text"] == written.read_text()
+        assert doc["origin"] == written.read_text().split("\n")[0]
+        body = get(c, "/integrity").text
+        assert "proves the log extends checkpoint-000000000006.txt" in body
+
+        report = c.post("/api/integrity/verify", headers=AUTH).json()
+        assert (report["ok"], report["first_bad_seq"], report["checkpoint"]) == (
+            False, 3, written.name)
+        assert any("seq 3 was altered" in p for p in report["problems"]), report["problems"]
+        c.post("/integrity/verify", headers=AUTH)
+        body = get(c, "/integrity").text
+        assert 'FAILED: first bad seq <a href="/events/3">3</a>' in body
+        assert '<div class="verify-result bad">' in body
+
+        # Newer files that are no checkpoint of this log: shown as such (escaped), unused.
+        def shown_but_unused(path: Path, problem: str) -> None:
+            cp = api(c, "/api/integrity")["checkpoint"]
+            assert cp["name"] == path.name and problem in cp["problem"], cp
+            body = get(c, "/integrity").text
+            assert HOSTILE not in body and "It cannot be read" in body
+            assert str(escape(HOSTILE)) in body
+            report = c.post("/api/integrity/verify", headers=AUTH).json()
+            assert (report["checkpoint"], report["first_bad_seq"]) == (None, 3)
+
+        foreign = checkpoints / "checkpoint-000000000099.txt"
+        foreign.write_text(format_checkpoint(HOSTILE, 99, bytes(32)))
+        shown_but_unused(foreign, "not of this log")
+        junk = checkpoints / "checkpoint-000000000100.txt"
+        junk.write_text(HOSTILE + "\n")
+        shown_but_unused(junk, "malformed")
+    # The viewer wrote no checkpoint of its own.
+    assert sorted(p.name for p in checkpoints.iterdir()) == sorted(
+        [*files_before, foreign.name, junk.name])
+
+
+def test_integrity_on_a_backend_without_a_tree_says_so(tmp_path: Path) -> None:
+    url = f"jsonl:///{tmp_path / 'log'}"
+
+    async def seeded() -> None:
+        async with EventStore.open(url) as store:
+            await store.append(Event(type="t", data={}))
+
+    asyncio.run(seeded())
+    with TestClient(build_app(lambda: EventStore.open(url), TOKEN)) as c:
+        doc = api(c, "/api/integrity")
+        assert doc["available"] is False and "Merkle tree" in doc["reason"]
+        assert "Merkle tree" in get(c, "/integrity").text
+        refused = c.post("/api/integrity/verify", headers=AUTH)
+        assert refused.status_code == 409 and "Merkle tree" in refused.json()["error"]
+
+
+def test_a_long_verify_leaves_the_page_showing_it_running_until_done(
+    log: Log, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eventstore.cli.serve import web
+
+    monkeypatch.setattr(web, "VERIFY_PAGE_WAIT", 0.01)
+    release = threading.Event()
+    runs: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def opened() -> Any:
+        async with EventStore.open(log.url) as store:
+            verify = store.verify
+
+            async def slow_verify(checkpoint: str | None = None) -> Any:
+                runs.append(1)
+                assert await asyncio.to_thread(release.wait, TIMEOUT)
+                return await verify(checkpoint)
+
+            store.verify = slow_verify  # type: ignore[method-assign]
+            yield store
+
+    with TestClient(build_app(opened, TOKEN)) as c:
+        button = c.post("/integrity/verify", headers=AUTH, follow_redirects=False)
+        assert button.status_code == 303  # answered while the run goes on
+        doc = api(c, "/api/integrity")
+        assert (doc["verifying"], doc["verify"]) == (True, None)
+        body = get(c, "/integrity").text
+        assert '<meta http-equiv="refresh" content="5">' in body
+        assert "A verification is running" in body
+        c.post("/integrity/verify", headers=AUTH, follow_redirects=False)  # joins it
+        assert api(c, "/api/integrity")["verifying"] is True and len(runs) <= 1
+        release.set()
+        report = c.post("/api/integrity/verify", headers=AUTH).json()
+        assert report["ok"] is True and report["size"] == len(log.events)
+        body = get(c, "/integrity").text
+        assert "refresh" not in body and f"ok: {len(log.events)} events intact" in body

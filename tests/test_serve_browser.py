@@ -33,8 +33,8 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"no {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
 
 
-async def seed(url: str) -> None:
-    async with EventStore.open(url, pricing=PRICES) as store:
+async def seed(url: str, checkpoints: Path) -> None:
+    async with EventStore.open(url, pricing=PRICES, checkpoint_dir=checkpoints) as store:
         who: dict[str, Any] = {"conversation_id": "trip-42", "user_id": "ada",
                                "metadata": {"tags": ["prod"]}}
         await store.track("conversation_created", {"title": "Lisbon trip"}, **who)
@@ -56,11 +56,12 @@ async def seed(url: str) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(the printed URL with its token, the store URL) of a running `eventstore serve`."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'audit.db'}"
-    asyncio.run(seed(url))
+    folder = tmp_path_factory.mktemp("browser")
+    url = f"sqlite:///{folder / 'audit.db'}"
+    asyncio.run(seed(url, folder / "checkpoints"))  # closing the store writes one
     proc = subprocess.Popen([sys.executable, "-m", "eventstore", "--db", url, "serve",
-                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "--port", "0", "--checkpoints", str(folder / "checkpoints")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
@@ -137,12 +138,23 @@ def test_open_with_the_token_click_into_a_conversation_and_see_every_page(
         page.goto(f"{base}/costs")
         assert page.locator("h1 .cost.total").inner_text() == "$0.006"
         assert page.locator("svg.chart rect.bar").count() == 1
+
+        page.click("nav a[href='/integrity']")
+        page.wait_for_url(f"{base}/integrity")
+        assert page.locator(".size").inner_text() == "7 events"
+        assert "checkpoint-000000000007.txt" in page.locator("#checkpoint").inner_text()
+        assert page.locator(".verify-result").count() == 0  # opening it verifies nothing
+        page.click("#verify-now")
+        page.wait_for_url(f"{base}/integrity#verify")
+        assert page.locator(".verify-result.ok .verdict").inner_text() == (
+            "ok: 7 events intact, extends checkpoint-000000000007.txt")
+        page.screenshot(path=str(shots / "integrity.png"), full_page=True)
     finally:
         context.close()
     assert problems == []  # no CSP violation, nothing fetched from anywhere else
     assert sorted(p.name for p in shots.iterdir()) == sorted(
         f"{n}.png" for n in ("conversations", "conversation", "event", "costs", "violations",
-                             "subscriptions", "tail"))
+                             "subscriptions", "tail", "integrity"))
 
 
 APPEND = """

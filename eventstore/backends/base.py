@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from ..clock import from_micros
-from ..codec import PreparedEvent, place, recorded, stamp
+from ..codec import PreparedEvent, place, same_content, stamp
 from ..errors import DuplicateEventError, EventStoreError
 from ..events import RecordedEvent
 from .protocols import Backend
@@ -130,36 +130,53 @@ def plan_group(
 ) -> GroupPlan:
     """Resolve a group: each request either fully commits, fully matches, or fails alone."""
     plan = GroupPlan()
-    accepted: dict[str, StoredId] = {}
+    outcomes = plan.outcomes
+    plan_rows = plan.rows
+    # id -> (digest, event) of what this group writes; tuples, not StoredIds: this loop
+    # runs once per appended event under the backend's write lock
+    accepted: dict[str, tuple[bytes, RecordedEvent]] = {}
     recorded_stamp = stamp(recorded_at)
     for request in requests:
         start_seq = next_seq
-        mine: dict[str, StoredId] = {}
+        mine: dict[str, tuple[bytes, RecordedEvent]] = {}
         results: list[RecordedEvent] = []
         rows: list[NewRow] = []
         conflict: EventStoreError | None = None
         for prepared in request:
-            event_id = prepared.visible.id
-            known = stored.get(event_id) or accepted.get(event_id) or mine.get(event_id)
+            visible = prepared.visible
+            event_id = visible.id
+            known = stored.get(event_id)
             if known is not None:
-                if known.digest != prepared.digest:
+                if not same_content(known.digest, known.event, prepared):
                     conflict = DuplicateEventError(event_id)
                     break
                 results.append(known.event)
                 continue
-            event = recorded(prepared.visible, next_seq, recorded_at)
+            earlier = accepted.get(event_id) or mine.get(event_id)
+            if earlier is not None:
+                if not same_content(earlier[0], earlier[1], prepared):
+                    conflict = DuplicateEventError(event_id)
+                    break
+                results.append(earlier[1])
+                continue
+            event = RecordedEvent(
+                type=visible.type, data=visible.data,
+                conversation_id=visible.conversation_id, user_id=visible.user_id,
+                metadata=visible.metadata, id=event_id, occurred_at=visible.occurred_at,
+                seq=next_seq, recorded_at=recorded_at,
+            )
             rows.append(NewRow(event, place(prepared.body, next_seq, recorded_stamp),
                                prepared.digest))
-            mine[event_id] = StoredId(prepared.digest, event)
+            mine[event_id] = (prepared.digest, event)
             results.append(event)
             next_seq += 1
         if conflict is not None:
             next_seq = start_seq
-            plan.outcomes.append(conflict)
+            outcomes.append(conflict)
             continue
         accepted.update(mine)
-        plan.rows.extend(rows)
-        plan.outcomes.append(results)
+        plan_rows.extend(rows)
+        outcomes.append(results)
     return plan
 
 

@@ -29,6 +29,30 @@ def leaf_columns(rows: Sequence[NewRow], recorded_micros: int) -> tuple[list[int
     return occurred, hashes
 
 
+EventRecord = tuple[int, str, str, str | None, str | None, int, bytes, bytes, int, bytes]
+"""An events row in the databases' column order: seq, id, type, conversation_id, user_id,
+recorded_at, digest, body, occurred_at, leaf_hash."""
+
+
+def event_records(rows: Sequence[NewRow],
+                  recorded_micros: int) -> tuple[list[EventRecord], list[bytes]]:
+    """The rows to insert, built directly with their leaf hashes (`leaf_columns` and the
+    insert tuples in one pass: this runs per event under the write lock), and the leaf
+    hashes in order for the tree."""
+    records: list[EventRecord] = []
+    hashes: list[bytes] = []
+    add, add_hash = records.append, hashes.append
+    for row in rows:
+        e = row.event
+        when = to_micros(e.occurred_at)
+        h = hash_leaf(e.seq, e.id, e.type, e.conversation_id, e.user_id, when,
+                      recorded_micros, row.document)
+        add((e.seq, e.id, e.type, e.conversation_id, e.user_id, recorded_micros, row.digest,
+             row.document, when, h))
+        add_hash(h)
+    return records, hashes
+
+
 class MemoryTree:
     """The memory backend's tree: the stored leaves, their hashes and the node rows, laid
     out as the databases lay them out (see eventstore.integrity.layout), so one code path

@@ -24,12 +24,22 @@ from typing import Any, Final
 
 import msgspec
 
+from ..events import Event
 from ..query import Query
 from ..reads import LogReader
 from .flavors import role_of
 
-__all__ = ["Conversation", "MessageIndex", "compact_refs", "digest_of_item", "item_of",
-           "message_data", "resolve_refs", "text_of"]
+__all__ = [
+    "Conversation",
+    "MessageIndex",
+    "compact_refs",
+    "digest_of_item",
+    "item_of",
+    "message_data",
+    "resolve_refs",
+    "stored_digest",
+    "text_of",
+]
 
 _encoder = msgspec.json.Encoder(order="sorted")
 # Conversations whose digests are kept in memory; older ones are read back from the log.
@@ -39,6 +49,12 @@ _CONVERSATIONS: Final = 10_000
 def digest_of_item(item: Any) -> str:
     """The digest of a message: SHA-256 of its canonical JSON (keys sorted), 128 bits."""
     return hashlib.sha256(_encoder.encode(item)).hexdigest()[:32]
+
+
+def stored_digest(event: Event) -> bytes:
+    """The digest of the message a `message_sent` event stores (`digest_of_item` of it,
+    as bytes): with no redact hook and no encryption, that of the message as sent."""
+    return bytes.fromhex(digest_of_item(item_of(event.data)))
 
 
 def text_of(content: Any) -> str:
@@ -127,11 +143,13 @@ class Conversation:
     """What the index knows of one conversation: its stored digests, and the resolved
     references of its last call (the base the next call's lists extend)."""
 
-    __slots__ = ("digests", "last")
+    __slots__ = ("digests", "last", "redacted")
 
     def __init__(self) -> None:
         self.digests: set[str] = set()
         self.last: tuple[str, dict[str, Any]] | None = None
+        # digest of a message as sent -> digest of what the redact hooks leave of it
+        self.redacted: dict[str, bytes] = {}
 
 
 class MessageIndex:

@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import InvalidCallError
 from ..events import COST_RECORDED, MESSAGE_SENT, Event, RecordedEvent, new_event_id
@@ -34,12 +34,16 @@ from ..pricing.usage import CallPrice, other_cost, price_call, price_context_of,
 from ..reads import LogReader
 from ..scope import scoped
 from .flavors import FLAVORS, detect_flavor, split_request
+
+if TYPE_CHECKING:
+    from ..pipeline import WritePipeline
 from .messages import (
     Conversation,
     MessageIndex,
     compact_refs,
     digest_of_item,
     message_data,
+    stored_digest,
     text_of,
 )
 
@@ -220,23 +224,43 @@ class CallRecorder:
 
     def __init__(self, reader: LogReader,
                  append_many: Callable[[list[Event]], Awaitable[list[RecordedEvent]]],
-                 pricing: Callable[[], PricingProvider]) -> None:
+                 pricing: Callable[[], PricingProvider], pipeline: WritePipeline) -> None:
         self._append_many = append_many
         self._pricing = pricing
+        self._pipeline = pipeline
         self._index = MessageIndex(reader, LLM_CALL)
 
+    def _namer(self) -> Callable[[Conversation, str, Event], Awaitable[str]] | None:
+        pipeline = self._pipeline
+        # with neither hooks nor encryption a message is stored as sent, named as sent
+        return self._name if pipeline.redacts or pipeline.encryption is not None else None
+
+    async def _name(self, state: Conversation, sent: str, message: Event) -> str:
+        """The digest a message (`sent`: the digest of it as sent) is stored under: that
+        of what the redact hooks leave of it, keyed with its user's data key when it is
+        encrypted. The redacted digest is kept per conversation, in memory only (the
+        sent digest names unredacted text); the keyed one is taken anew each time, since
+        forget_user replaces the key."""
+        pipeline = self._pipeline
+        redacted = state.redacted.get(sent)
+        if redacted is None:
+            redacted = (await pipeline.redacted_digest(message, stored_digest)
+                        if pipeline.redacts else bytes.fromhex(sent))
+            state.redacted[sent] = redacted
+        return (await pipeline.keyed_digest(message, redacted)).hex()
+
     async def record(self, **call: Any) -> RecordedEvent:
-        (recorded,) = await self._commit([_prepare(self._pricing(), **call)])
+        (recorded,) = await self._commit([_prepare(self._pricing(), self._namer(), **call)])
         return recorded
 
     async def record_many(self, calls: Sequence[Mapping[str, Any]]) -> list[RecordedEvent]:
         """Record every call, in order, in one append: all are recorded or none is (a
         malformed one raises InvalidCallError before anything is written)."""
-        pricing = self._pricing()
+        pricing, name = self._pricing(), self._namer()
         planned = []
         for i, call in enumerate(calls):
             try:
-                planned.append(_prepare(pricing, **call))
+                planned.append(_prepare(pricing, name, **call))
             except TypeError as exc:  # a key record_llm_call does not take
                 raise InvalidCallError(f"call {i} of the batch: {exc}") from None
         return await self._commit(planned)
@@ -257,12 +281,12 @@ class CallRecorder:
             before = {c: (set(s.digests), s.last) for c, s in states.items()}
             events: list[Event] = []
             counts: list[int] = []
-            for p in planned:
-                built = p.build(states[p.conversation_id] if p.conversation_id is not None
-                                else Conversation())
-                events += built
-                counts.append(len(built))
             try:
+                for p in planned:
+                    built = await p.build(states[p.conversation_id]
+                                          if p.conversation_id is not None else Conversation())
+                    events += built
+                    counts.append(len(built))
                 recorded = await self._append_many(events)
             except BaseException:
                 for c, (digests, last) in before.items():  # nothing was written
@@ -282,13 +306,14 @@ class _Planned:
     __slots__ = ("build", "conversation_id")
 
     def __init__(self, conversation_id: str | None,
-                 build: Callable[[Conversation], list[Event]]) -> None:
+                 build: Callable[[Conversation], Awaitable[list[Event]]]) -> None:
         self.conversation_id = conversation_id
         self.build = build
 
 
 def _prepare(
     pricing: PricingProvider,
+    name: Callable[[Conversation, str, Event], Awaitable[str]] | None,
     *,
     provider: str,
     model: str | None,
@@ -345,23 +370,31 @@ def _prepare(
         return Event(type=kind, data=data, metadata=dict(meta), occurred_at=when, **ids,
                      **extra)
 
-    def build(state: Conversation) -> list[Event]:
+    async def build(state: Conversation) -> list[Event]:
         known = state.digests
         fresh: list[str] = []
         events: list[Event] = []
         refs: dict[str, Any] = {}
 
-        def ref(item: Any, field: str) -> str:
-            digest = digest_of_item(item)
+        async def ref(item: Any, field: str) -> str:
+            sent = digest_of_item(item)
+            message: Event | None = None
+            digest = sent
+            if name is not None:
+                message = event(MESSAGE_SENT, message_data(item, field, "", call_id))
+                digest = await name(state, sent, message)
             if digest not in known and digest not in fresh:
                 fresh.append(digest)
-                events.append(event(MESSAGE_SENT, message_data(item, field, digest, call_id)))
+                if message is None:
+                    message = event(MESSAGE_SENT, message_data(item, field, "", call_id))
+                message.data["hash"] = digest
+                events.append(message)
             return digest
 
         for field, value in values.items():
-            refs[field] = ref(value, field)
+            refs[field] = await ref(value, field)
         for field, items in lists.items():
-            refs[field] = [ref(item, field) for item in items]
+            refs[field] = [await ref(item, field) for item in items]
         data: dict[str, Any] = {
             "provider": provider, "model": model_name, "api": flavor,
             "request": params,

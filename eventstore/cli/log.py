@@ -93,10 +93,24 @@ async def count_cmd(store: EventStore, *, as_json: bool, **filters: Any) -> None
 @click.argument("conversation_id")
 @click.option("--json", "as_json", is_flag=True,
               help="JSON lines, one RecordedEvent per line, oldest first.")
+@click.option("--requests", is_flag=True,
+              help="Show each model call's exact request, rebuilt from the messages it "
+              "references (with --json: one model call per line, request and response "
+              "included, instead of the events).")
 @with_store
-async def show_cmd(store: EventStore, conversation_id: str, *, as_json: bool) -> None:
+async def show_cmd(store: EventStore, conversation_id: str, *, as_json: bool,
+                   requests: bool) -> None:
     """A conversation's timeline as a transcript, with a running cost total."""
-    transcript = Transcript(seq_width=len(str(await store.head())))
+    if requests and as_json:
+        calls = await store.calls(conversation_id=conversation_id)
+        if not calls and await store.count_events(conversation_id=conversation_id) == 0:
+            raise EventStoreError(f"no events in conversation {conversation_id!r}")
+        for call in calls:
+            emit_json(call)
+        return
+    sent = ({call.id: call.request for call in await store.calls(conversation_id=conversation_id)}
+            if requests else None)
+    transcript = Transcript(seq_width=len(str(await store.head())), requests=sent)
     shown = 0
     async for page in pages(store, Filters(conversation_id=conversation_id)):
         if not page and shown == 0:

@@ -13,6 +13,7 @@ import msgspec
 from rich.table import Table
 from rich.text import Text
 
+from ..calls import LLM_CALL
 from ..events import (
     CONVERSATION_CREATED,
     COST_RECORDED,
@@ -89,6 +90,25 @@ def _cost_text(data: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def _call_text(data: Mapping[str, Any]) -> str:
+    parts = [f"{data['provider']}/{data['model']}", str(data.get("api") or "call")]
+    if data.get("stream"):
+        parts.append("stream")
+    if "input_tokens" in data:
+        parts.append(f"{data['input_tokens']} in / {data['output_tokens']} out")
+    else:
+        parts.append("no usage")
+    if data.get("latency_ms") is not None:
+        parts.append(f"{fmt_ms(data['latency_ms'])} ms")
+    error = data.get("error")
+    if isinstance(error, Mapping):
+        status = error.get("status_code")
+        parts.append(f"error {error.get('type')}" + (f" ({status})" if status else ""))
+    if data.get("priced") is False:
+        parts.append("unpriced")
+    return " · ".join(parts)
+
+
 def describe(event: RecordedEvent, *, one_line: bool = True) -> str:
     """What happened, in words; the raw data as JSON when it is not the expected shape
     (extra keys and malformed payloads must never hide an event from an auditor)."""
@@ -100,6 +120,8 @@ def describe(event: RecordedEvent, *, one_line: bool = True) -> str:
             return f"{data['role']}: {_one_line(content) if one_line else content}"
         if kind == COST_RECORDED:
             return _cost_text(data)
+        if kind == LLM_CALL:
+            return _call_text(data)
         if kind == POLICY_VIOLATION:
             severity = data.get("severity")
             text = f"{data['policy']}: {data['reason']}"
@@ -156,15 +178,20 @@ _KINDS = {
     POLICY_VIOLATION: "violation",
     MEMORY_TRIMMED: "trim",
     CONVERSATION_CREATED: "created",
+    LLM_CALL: "call",
 }
-_STYLES = {"cost": "green", "violation": "bold red", "trim": "yellow", "created": "dim"}
+_STYLES = {"call": "magenta", "cost": "green", "violation": "bold red", "trim": "yellow",
+           "created": "dim"}
 
 
 class Transcript:
-    """A conversation's timeline, rendered page by page with a running cost total."""
+    """A conversation's timeline, rendered page by page with a running cost total;
+    `requests` (call id -> the exact request body) are shown under their calls."""
 
-    def __init__(self, seq_width: int) -> None:
+    def __init__(self, seq_width: int,
+                 requests: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.seq_width = seq_width
+        self.requests = requests or {}
         self.total = ZERO
         self.calls = 0
         self.counts: dict[str, int] = {}
@@ -194,6 +221,12 @@ class Transcript:
                     self.total = EXACT.add(self.total, cost)
                     self.calls += 1
                 text.append(f"   running total {fmt_money(self.total)}", style="dim")
+            elif kind == "call" and event.id in self.requests:
+                # Indented JSON, key order as sent: the request is read, not parsed back
+                # (`show --requests --json` is the machine form).
+                request = msgspec.json.format(_json.encode(self.requests[event.id]), indent=2)
+                text.append("\nrequest ")
+                text.append(request.decode(), style="dim")
             if lines:
                 lines.append("\n")
             lines.append(f"#{event.seq}".rjust(self.seq_width + 1), style="dim")
@@ -209,8 +242,9 @@ class Transcript:
         return lines
 
     def footer(self) -> Text:
-        names = [("message", "message"), ("cost", "cost record"), ("violation", "violation"),
-                 ("trim", "trim"), ("created", "creation"), ("event", "custom event")]
+        names = [("message", "message"), ("call", "model call"), ("cost", "cost record"),
+                 ("violation", "violation"), ("trim", "trim"), ("created", "creation"),
+                 ("event", "custom event")]
         counts = ", ".join(_plural(self.counts[k], label) for k, label in names
                            if k in self.counts)
         return Text(f"total cost {fmt_money(self.total)} over {_plural(self.calls, 'call')} "

@@ -93,6 +93,7 @@ class Auditor:
         self.every = every
         self.interval = interval
         self._service: Integrity | None = None
+        self._untreed = "this store's backend"  # named at start when it keeps no tree
         self._pending = 0
         self._wake = asyncio.Event()
         self._written_size = 0  # an empty log needs no checkpoint
@@ -103,10 +104,13 @@ class Auditor:
         """Bind to the opened backend: resolve the origin and build the service."""
         if not isinstance(backend, TreeStore):
             self._service = None
+            scheme = urlsplit(self.url or "").scheme.lower()
+            self._untreed = (f"the {scheme}:// backend ({type(backend).__name__})" if scheme
+                             else f"this store's backend ({type(backend).__name__})")
             if self.sink is not None:
                 raise IntegrityError(
                     f"checkpoint_dir= needs a backend that keeps a Merkle tree; "
-                    f"{type(backend).__name__} does not")
+                    f"{self._untreed} does not")
             return
         origin = self._origin
         if origin is None and hasattr(backend, "set_meta_if_absent"):
@@ -121,8 +125,9 @@ class Auditor:
         """The bound service; IntegrityError on a backend that keeps no tree."""
         if self._service is None:
             raise IntegrityError(
-                "this store's backend keeps no Merkle tree (memory://, sqlite:// and "
-                "postgresql:// do), so it cannot prove or verify its log"
+                f"{self._untreed} keeps no Merkle tree, so it cannot give tree heads, "
+                "proofs or checkpoints, nor verify its log; memory://, sqlite:// and "
+                "postgresql:// keep one"
             )
         return self._service
 

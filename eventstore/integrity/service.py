@@ -10,9 +10,10 @@ change once written, no transaction spans the two calls.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from msgspec.structs import astuple
 
 from eventstore.errors import (
     IntegrityError,
@@ -42,9 +43,10 @@ from eventstore.integrity.note import (
     split_note_text,
     verifier_key,
 )
+from eventstore.integrity.rehash import LeafRow, Rehasher
 from eventstore.integrity.types import ConsistencyProof, InclusionProof, TreeHead, VerifyReport
 
-__all__ = ["Integrity", "TreeStore"]
+__all__ = ["Integrity", "LeafRowStore", "TreeStore"]
 
 VERIFY_BATCH = 10_000
 
@@ -74,6 +76,18 @@ class TreeStore(Protocol):
 
     async def stored_leaves(self, from_seq: int, limit: int) -> Sequence[StoredLeaf]:
         """A page of stored events from `from_seq` on, in seq order."""
+        ...
+
+
+@runtime_checkable
+class LeafRowStore(Protocol):
+    """A `TreeStore` that also hands verify its pages as plain rows (what `stored_leaves`
+    gives, as `eventstore.integrity.rehash.LeafRow`s): verify's fast path. A kept leaf
+    hash that must not be trusted is given as b"", never None (None sends verify to
+    `tree_nodes` for it)."""
+
+    async def leaf_rows(self, from_seq: int, limit: int) -> Sequence[LeafRow]:
+        """A page of stored events from `from_seq` on, in seq order, as `LeafRow`s."""
         ...
 
 
@@ -223,34 +237,35 @@ class Integrity:
         cp_root: bytes | None = None
         first_bad: int | None = None
         next_seq = 1
+        rehash = Rehasher()
         while first_bad is None:
-            page = await self.tree.stored_leaves(next_seq, batch)
+            page, hash_first = await self._page(next_seq, batch, rehash)
             if not page:
                 break
             count, fault = _contiguous_prefix(page, next_seq, size)
             if fault is not None:
                 first_bad, problem = fault
                 problems.append(problem)
-            good = hash_leaves(page[:count])
+            rows = page if count == len(page) else page[:count]
+            good = hash_first(count)
             next_seq += count
             if good:
                 start = cr.size
-                kept = [leaf.leaf_hash for leaf in page[:count]]
+                kept: list[bytes | None] = [row[8] for row in rows]
                 if None in kept:  # the backend keeps its leaves apart from the events
                     nodes = await self.tree.tree_nodes(
                         [(0, i) for i in range(start, start + len(good))]
                     )
                     kept = [nodes.get((0, i)) for i in range(start, start + len(good))]
-                for offset, h in enumerate(good):
-                    if kept[offset] != h:
-                        seq = start + offset + 1
-                        first_bad = seq
-                        problems.append(
-                            f"seq {seq} was altered: its stored content no longer hashes to "
-                            "its leaf in the tree (edited, or swapped with another event)"
-                        )
-                        del good[offset:]
-                        break
+                if kept != good:
+                    offset = next(i for i, h in enumerate(good) if kept[i] != h)
+                    seq = start + offset + 1
+                    first_bad = seq
+                    problems.append(
+                        f"seq {seq} was altered: its stored content no longer hashes to "
+                        "its leaf in the tree (edited, or swapped with another event)"
+                    )
+                    del good[offset:]
                 if cp is not None and cp_root is None and start < cp.size <= start + len(good):
                     cr.append(good[: cp.size - start])
                     cp_root = cr.root()
@@ -294,6 +309,19 @@ class Integrity:
             problems=problems,
         )
 
+    async def _page(
+        self, from_seq: int, limit: int, rehash: Rehasher
+    ) -> tuple[Sequence[Sequence[Any]], Callable[[int], list[bytes]]]:
+        """A page of stored events as rows in `LeafRow` order (seq first, the kept leaf
+        hash last), and how to hash its first n: the backend's own rows of bytes when it
+        gives them (`LeafRowStore`), its `StoredLeaf`s otherwise."""
+        tree = self.tree
+        if isinstance(tree, LeafRowStore):
+            rows = await tree.leaf_rows(from_seq, limit)
+            return rows, lambda n: rehash.hashes(rows if n == len(rows) else rows[:n])
+        leaves = await tree.stored_leaves(from_seq, limit)
+        return [astuple(leaf) for leaf in leaves], lambda n: hash_leaves(leaves[:n])
+
     async def _compare_stored_root(self, cr: CompactRange, problems: list[str]) -> int | None:
         """Compare the recomputed frontier with the stored one; on a mismatch, report the
         seqs under the first differing node and return the first of them."""
@@ -311,31 +339,33 @@ class Integrity:
 
 
 def _contiguous_prefix(
-    page: Sequence[StoredLeaf], next_seq: int, size: int
+    page: Sequence[Sequence[Any]], next_seq: int, size: int
 ) -> tuple[int, tuple[int, str] | None]:
-    """How many leaves of `page` continue the log from `next_seq` without a gap and
-    within the tree's `size`, and the first fault after them (its seq and what it is)."""
-    last = page[-1].seq
-    if page[0].seq == next_seq and last == next_seq + len(page) - 1 and last <= size:
+    """How many rows of `page` (`LeafRow`s) continue the log from `next_seq` without a
+    gap and within the tree's `size`, and the first fault after them (its seq and what
+    it is)."""
+    last = page[-1][0]
+    if page[0][0] == next_seq and last == next_seq + len(page) - 1 and last <= size:
         return len(page), None  # the common case: checked by its two ends
-    for count, leaf in enumerate(page):
+    for count, row in enumerate(page):
+        seq = row[0]
         expected = next_seq + count
-        if leaf.seq > expected:
-            gap = f"{expected}" if leaf.seq == expected + 1 else f"{expected}..{leaf.seq - 1}"
+        if seq > expected:
+            gap = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
             return count, (
                 expected,
-                f"seq {gap} missing: the log jumps from seq {expected - 1} to {leaf.seq} "
+                f"seq {gap} missing: the log jumps from seq {expected - 1} to {seq} "
                 "(an event was deleted)",
             )
-        if leaf.seq < expected:
+        if seq < expected:
             return count, (
                 expected,
-                f"seq {leaf.seq} appears again or out of order after seq {expected - 1}",
+                f"seq {seq} appears again or out of order after seq {expected - 1}",
             )
-        if leaf.seq > size:
+        if seq > size:
             return count, (
-                leaf.seq,
-                f"seq {leaf.seq} is not in the tree (the tree has {size} leaves): an event "
+                seq,
+                f"seq {seq} is not in the tree (the tree has {size} leaves): an event "
                 "was inserted without going through the store",
             )
     return len(page), None

@@ -494,23 +494,41 @@ class Encryption:
     def _aad(self, event_id: str, field: _Field) -> bytes:
         return event_id.encode() + field.aad_tail
 
-    async def _seal(self, event: Event) -> tuple[Event, _Key | None]:
+    def _to_seal(self, event: Event) -> tuple[list[tuple[_Field, Any]], str, str] | None:
+        """The event's personal fields with their values, the owner of the key that seals
+        them and the envelope prefix; None when nothing of the event is sealed."""
         user_id = event.user_id
         if user_id is None and self.period is None:
-            return event, None
+            return None
         found = []
         for field in self._fields:
             value = _get(event.data if field.root == "data" else event.metadata, field.keys)
             if value is not _MISSING:
                 found.append((field, value))
         if not found:  # no key is made for a user until there is something to protect
-            return event, None
+            return None
         if self.period is None:
             assert user_id is not None
-            owner, prefix = user_id, ENVELOPE_PREFIX
-        else:  # with retention, content of nobody expires too, under a key of nobody
-            period = period_of(event.occurred_at, self.period)
-            owner, prefix = owner_of(user_id, period), f"{PERIOD_PREFIX}{period}:"
+            return found, user_id, ENVELOPE_PREFIX
+        # with retention, content of nobody expires too, under a key of nobody
+        period = period_of(event.occurred_at, self.period)
+        return found, owner_of(user_id, period), f"{PERIOD_PREFIX}{period}:"
+
+    async def keyed_digest(self, event: Event, digest: bytes) -> bytes:
+        """`digest` keyed with the data key that seals this event's personal fields, so a
+        digest of content stored beside its ciphertext confirms no guess of that content
+        once forget_user destroyed the key; `digest` itself when nothing is sealed."""
+        sealing = self._to_seal(event)
+        if sealing is None:
+            return digest
+        key = await self._current_key(sealing[1])
+        return hashlib.blake2b(digest, key=key.digest_key, digest_size=16).digest()
+
+    async def _seal(self, event: Event) -> tuple[Event, _Key | None]:
+        sealing = self._to_seal(event)
+        if sealing is None:
+            return event, None
+        found, owner, prefix = sealing
         key = await self._current_key(owner)
         data, metadata = event.data, event.metadata
         prefix = f"{prefix}{key.generation}:"

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from ..calls import LLM_CALL
 from ..events import COST_RECORDED, RecordedEvent
 from .base import MALFORMED, RowIndex, State, StructProjection, parse_latency, prompt_of
 
@@ -42,13 +43,17 @@ class LatencyState(State, kw_only=True):
 
 
 class LatencyStats(StructProjection[LatencyState]):
-    """p50/p95/p99 of `latency_ms` from cost records, by model, prompt and prompt version.
+    """p50/p95/p99 of `latency_ms` by model, prompt and prompt version: of every recorded
+    model call (`llm_call`, priced or not, failed or not) and of cost records of their own
+    (`record_cost`); the cost record of a recorded call (it names its `call_id`) is the
+    same sample and is not counted twice.
 
-    Cost records without latency_ms are no samples (and not malformed).
+    Events without latency_ms are no samples (and not malformed).
     """
 
     name = "latency_stats"
-    types = frozenset({COST_RECORDED})
+    types = frozenset({LLM_CALL, COST_RECORDED})
+    version = 2  # 2: samples of model calls (1 had only those of priced calls)
 
     _series: RowIndex[LatencySeries]
 
@@ -59,10 +64,13 @@ class LatencyStats(StructProjection[LatencyState]):
         self._series = RowIndex(_FIELDS, self._state.series)
 
     def apply(self, event: RecordedEvent) -> None:
-        if event.type != COST_RECORDED:
+        kind = event.type
+        if kind != LLM_CALL and kind != COST_RECORDED:
             return
         try:
             data = event.data
+            if kind == COST_RECORDED and type(data.get("call_id")) is str:
+                return
             latency = data.get("latency_ms")
             if latency is None:
                 return

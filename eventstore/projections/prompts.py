@@ -1,7 +1,10 @@
 """Prompt Deck's A/B view: how each version of a prompt performs, costs and is rated.
 
-Attribution comes from event metadata: `prompt_name` and `prompt_version` on cost records
-and on `user_feedback` events. Feedback usually arrives later and without that metadata,
+Attribution comes from event metadata: `prompt_name` and `prompt_version` on model calls
+(`llm_call`, whatever their price: unpriced and failed calls are executions too), on
+cost records and on `user_feedback` events. A cost record of a recorded call (its
+`call_id`) adds only its cost to that call's prompt; a cost record of its own
+(`record_cost`) is an execution. Feedback usually arrives later and without that metadata,
 so it goes to the prompt of the call it names (`call_id`, see store.feedback), else to
 the prompt of the conversation's latest cost record that named one (the answer being
 rated is the last prompted call; an unprompted side call, say a summariser, does not take
@@ -16,6 +19,7 @@ from decimal import Context, Decimal
 
 import msgspec
 
+from ..calls import LLM_CALL
 from ..events import COST_RECORDED, RecordedEvent
 from .base import (
     MALFORMED,
@@ -113,7 +117,8 @@ class PromptVersions(StructProjection[PromptsState]):
     """
 
     name = "prompt_versions"
-    types = frozenset({COST_RECORDED, USER_FEEDBACK})
+    types = frozenset({LLM_CALL, COST_RECORDED, USER_FEEDBACK})
+    version = 2  # 2: model calls are executions (1 counted only priced ones)
 
     _rows: RowIndex[PromptRow]
 
@@ -135,18 +140,28 @@ class PromptVersions(StructProjection[PromptsState]):
         if kind == USER_FEEDBACK:
             self._apply_feedback(event)
             return
-        if kind != COST_RECORDED:
+        if kind != COST_RECORDED and kind != LLM_CALL:
+            return
+        data = event.data
+        call_id = (data.get("call_id") if kind == COST_RECORDED and isinstance(data, dict)
+                   else None)
+        if type(call_id) is str:
+            # The cost of a recorded call: the call itself was the execution.
+            self._apply_call_cost(event, call_id)
             return
         try:
             name, version = prompt_of(event.metadata)
             if name is None:
                 return
-            data = event.data
-            input_tokens = data["input_tokens"]
-            output_tokens = data["output_tokens"]
+            if kind == LLM_CALL:  # a call that failed before reporting usage has none
+                input_tokens = data.get("input_tokens", 0)
+                output_tokens = data.get("output_tokens", 0)
+            else:
+                input_tokens = data["input_tokens"]
+                output_tokens = data["output_tokens"]
             if type(input_tokens) is not int or type(output_tokens) is not int:
                 raise TypeError("token counts must be ints")
-            cost = parse_money(data["total_cost"])
+            cost = parse_money(data["total_cost"]) if kind == COST_RECORDED else ZERO
             latency = data.get("latency_ms")
             if latency is not None:
                 latency = parse_latency(latency)
@@ -168,9 +183,19 @@ class PromptVersions(StructProjection[PromptsState]):
         if conversation_id is not None:
             self._state.last_prompt[conversation_id] = key
         self._state.call_prompt[event.id] = key
-        call_id = data.get("call_id")
-        if type(call_id) is str:
-            self._state.call_prompt[call_id] = key
+
+    def _apply_call_cost(self, event: RecordedEvent, call_id: str) -> None:
+        key = self._state.call_prompt.get(call_id)
+        if key is None:  # an unprompted call
+            return
+        try:
+            cost = parse_money(event.data["total_cost"])
+        except MALFORMED:
+            self._state.skipped += 1
+            return
+        row = self._row(key)
+        row.total_cost = add_money(row.total_cost, cost)
+        self._state.call_prompt[event.id] = key
 
     def _apply_feedback(self, event: RecordedEvent) -> None:
         try:

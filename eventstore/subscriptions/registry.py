@@ -20,6 +20,8 @@ import asyncio
 import logging
 from typing import Any
 
+import anyio
+
 from .. import signals
 from ..errors import SubscriptionError
 from ..events import RecordedEvent
@@ -27,6 +29,10 @@ from .host import Host
 from .subscription import Subscription
 
 log = logging.getLogger("eventstore.subscriptions")
+
+# Worker threads that the threaded sync handlers of one store may hold at once: a handler
+# blocked forever holds one, and the others share the rest.
+HANDLER_THREADS = 8
 
 
 class Registry:
@@ -39,6 +45,10 @@ class Registry:
         self._by_type: dict[str, dict[int, Subscription]] = {}
         self._any_type: dict[int, Subscription] = {}
         self._watching: dict[int, Subscription] = {}
+        # Every subscription but those parked idle, attached and in the live chain: the
+        # ones the guardian has to look at (a parked one needs nothing until woken).
+        self._awake: dict[int, Subscription] = {}
+        self._thread_limiter: anyio.CapacityLimiter | None = None
         self._batch: list[RecordedEvent] = []
         self._routing = False
         self.live_head = 0
@@ -57,6 +67,26 @@ class Registry:
     def __len__(self) -> int:
         return len(self._subscriptions)
 
+    def awake(self) -> list[Subscription]:
+        """The subscriptions not parked idle in the live chain (see park())."""
+        return list(self._awake.values())
+
+    def park(self, subscription: Subscription) -> None:
+        """`subscription` waits for work, attached, with every event since its position
+        routed to it: until something wakes it there is nothing to check."""
+        self._awake.pop(id(subscription), None)
+
+    def unpark(self, subscription: Subscription) -> None:
+        key = id(subscription)
+        if key in self._subscriptions:
+            self._awake[key] = subscription
+
+    def thread_limiter(self) -> anyio.CapacityLimiter:
+        """Bounds the worker threads that threaded sync handlers of this store hold."""
+        if self._thread_limiter is None:
+            self._thread_limiter = anyio.CapacityLimiter(HANDLER_THREADS)
+        return self._thread_limiter
+
     def check_name_free(self, name: str | None) -> None:
         if name is not None and name in self._names:
             raise SubscriptionError(
@@ -67,6 +97,7 @@ class Registry:
     def launch(self, subscription: Subscription) -> Subscription:
         self.check_name_free(subscription.name)
         self._subscriptions[id(subscription)] = subscription
+        self._awake[id(subscription)] = subscription
         if subscription.name is not None:
             self._names[subscription.name] = subscription
         self.attach(subscription)
@@ -76,11 +107,14 @@ class Registry:
     def remove(self, subscription: Subscription) -> None:
         self.detach(subscription)
         self._subscriptions.pop(id(subscription), None)
+        self._awake.pop(id(subscription), None)
         self._watching.pop(id(subscription), None)
         if subscription.name is not None and self._names.get(subscription.name) is subscription:
             del self._names[subscription.name]
 
     async def stop_all(self) -> None:
+        """Stop every subscription; each waits at most its stop_timeout, counted from
+        the same moment, so a close takes the longest grace, not their sum."""
         subscriptions = self.subscriptions
         for subscription in subscriptions:  # all cancelled first, then awaited
             subscription.request_stop()
@@ -109,6 +143,7 @@ class Registry:
                 if not routes:
                     del self._by_type[name]
         subscription.on_detach()
+        self.unpark(subscription)  # the guardian reattaches it
 
     def receive(self, sender: Any, event: RecordedEvent, **_: Any) -> None:
         """The store's one receiver of event_appended: runs in the commit step, so it only
@@ -124,9 +159,13 @@ class Registry:
         by_type = self._by_type
         for event in batch:
             if not self._routed_any:
-                # The chain starts here; a subscription that read the log to an older
-                # head finds the hole by itself (its floor), no need to wake them all.
+                # The chain starts here. A subscription handed an event finds a hole
+                # before it by itself (its floor); a parked one that read the log to an
+                # older head is woken now (once per store), as it is past nothing.
                 self._routed_any = True
+                for subscription in self._subscriptions.values():
+                    if subscription.idle and subscription.position + 1 < event.seq:
+                        subscription.nudge()
                 self.chain_start, self.live_head = event.seq, event.seq - 1
             if event.seq <= self.live_head:
                 continue  # announced twice (a reconnected receiver)

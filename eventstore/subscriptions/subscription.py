@@ -14,7 +14,11 @@
   CancelledError, SystemExit and KeyboardInterrupt included, or a timeout, is a failed
   attempt: the same event again after a backoff, and after `max_attempts` the
   subscription is marked failed (with the event and the error) and stops. Nothing else is
-  affected: the handler can never end the store's tasks.
+  affected: the handler can never end the store's tasks;
+- a sync handler runs on the loop, or with `threaded=True` in a worker thread (the
+  Registry's limiter), so that one that blocks holds up only its own subscription;
+- an async call is cancelled once at its timeout or at stop() (see _await_handler); one
+  that ignores it shows as stalled, and stop() abandons it after `stop_timeout`.
 
 `position` is the seq of the last event the subscription finished, including events its
 filters skipped: an idle subscription is past every event the registry routed elsewhere.
@@ -34,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 
@@ -59,6 +63,7 @@ log = logging.getLogger("eventstore.subscriptions")
 Handler: TypeAlias = Callable[[RecordedEvent], Awaitable[None] | None]
 
 DEFAULT_HANDLER_TIMEOUT = 30.0
+DEFAULT_STOP_TIMEOUT = 5.0
 
 
 class Status(enum.StrEnum):
@@ -74,6 +79,10 @@ class Status(enum.StrEnum):
 
 class _HandlerGaveUp(Exception):
     pass
+
+
+class _Stopped(Exception):
+    """The handler call in progress was interrupted by stop() (or rewind())."""
 
 
 class Pulse:
@@ -115,6 +124,8 @@ class Subscription:
         checkpoint_every: int = 100,
         checkpoint_interval: float = 1.0,
         handler_timeout: float | None = DEFAULT_HANDLER_TIMEOUT,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        threaded: bool = False,
         snapshot: Callable[[], bytes] | None = None,
         reset: Callable[[], None] | None = None,
     ) -> None:
@@ -134,6 +145,8 @@ class Subscription:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
         self.handler_timeout = handler_timeout
+        self.stop_timeout = stop_timeout
+        self.threaded = threaded
         self.status = Status.STARTING
         self.last_error: BaseException | None = None
         self.failed_event: RecordedEvent | None = None
@@ -164,6 +177,13 @@ class Subscription:
         self._calling: RecordedEvent | None = None
         self._call_started = 0.0
         self._stall_reported = False
+        # The task awaiting an async handler's call (interruptible), the reason it was
+        # interrupted ("timeout", "stop") and how often (each cancel is undone after).
+        self._awaiting: asyncio.Task[Any] | None = None
+        self._interrupted: str | None = None
+        self._interrupts = 0
+        self._stop_deadline = 0.0
+        self._abandoned = False  # stop() gave up waiting for the task (see _abandon)
 
     # --- what a person reads ---------------------------------------------------------
 
@@ -342,7 +362,7 @@ class Subscription:
         try:
             with self._scope:
                 await self._run()
-        except _HandlerGaveUp:
+        except (_HandlerGaveUp, _Stopped):
             pass
         except CorruptEventError as exc:
             # Restarting would meet the same row again: a crash loop that delivers nothing.
@@ -366,6 +386,11 @@ class Subscription:
                 if self._known_head > self.position:
                     self._catch_up = True  # another process's events
                     continue
+                if self._position + 1 < max(self._registry.chain_start, self._live_from):
+                    # events we were never handed lie past our position (the chain began
+                    # after it): read them now rather than park behind them
+                    self._catch_up = True
+                    continue
                 self.status = Status.RUNNING
                 self._progress.pulse()
                 await self._wait_for_work()
@@ -384,13 +409,19 @@ class Subscription:
 
     async def _wait_for_work(self) -> None:
         self._wake.clear()
-        if self.durable and self.position != self._saved_position:
-            with anyio.move_on_after(self.checkpoint_interval):
+        # Parked, the guardian skips it: whatever could need it (an event, a hole, a
+        # nudge, a detach) wakes it or puts it back on the guardian's list first.
+        self._registry.park(self)
+        try:
+            if self.durable and self.position != self._saved_position:
+                with anyio.move_on_after(self.checkpoint_interval):
+                    await self._wake.wait()
+                    return
+                await self.save_checkpoint()
+            else:
                 await self._wake.wait()
-                return
-            await self.save_checkpoint()
-        else:
-            await self._wake.wait()
+        finally:
+            self._registry.unpark(self)
 
     async def _catch_up_from_log(self) -> None:
         self.status = Status.CATCHING_UP
@@ -439,34 +470,99 @@ class Subscription:
         status = self.status
         self._calling, self._call_started, self._stall_reported = event, time.monotonic(), False
         try:
-            result = self.handler(event)
+            if self.threaded:
+                result = await self._in_thread(event)
+            else:
+                result = self.handler(event)
             if result is None or not inspect.isawaitable(result):
-                # A sync handler ran on the loop and could not be interrupted: say so. (No
-                # cancel scope for it: entering one per event would halve catch-up speed.)
+                # A sync handler cannot be interrupted: on the loop it blocked every
+                # append meanwhile, in a thread only itself (it was shown as stalled). (No
+                # cancel scope for an inline one: one per event would halve catch-up.)
                 if self.handler_timeout is not None and (
                         time.monotonic() - self._call_started > self.handler_timeout):
                     log.warning("subscription %s: sync handler took %.1fs on event seq %d "
-                                "(handler_timeout %ss) and blocked the event loop; make it "
-                                "async", self.name, time.monotonic() - self._call_started,
-                                event.seq, self.handler_timeout)
+                                "(handler_timeout %ss)%s", self.name,
+                                time.monotonic() - self._call_started, event.seq,
+                                self.handler_timeout, "" if self.threaded else
+                                " and blocked the event loop; make it async or pass "
+                                "threaded=True")
                 return None
-            with anyio.move_on_after(self.handler_timeout) as scope:
-                await result
-            if scope.cancel_called:
-                self.timeouts += 1
-                return HandlerTimeoutError(
-                    f"the handler of subscription {self.name or 'anonymous'} did not finish "
-                    f"event seq {event.seq} within handler_timeout={self.handler_timeout}s"
-                )
-            return None
+            return await self._await_handler(result, event)
+        except _Stopped:
+            raise
         except BaseException as exc:  # the handler's, whatever it is (see below)
             if signals.cancelled_from_outside():
-                raise  # stop() or the store closing: not the handler's failure
+                raise  # the loop shutting down: not the handler's failure
             return exc
         finally:
             self._calling = None
             if self.status == Status.STALLED:
                 self.status = status
+            if self._abandoned:
+                raise _Stopped  # stop() gave up on this call: nothing after it counts
+
+    async def _in_thread(self, event: RecordedEvent) -> object:
+        # Shielded: a thread cannot be interrupted, so stop() and the timeout wait for
+        # the call to end (the guardian shows it stalled; stop() abandons it after its
+        # stop_timeout) instead of leaving it running beside the next call.
+        with anyio.CancelScope(shield=True):
+            result = await anyio.to_thread.run_sync(self.handler, event,
+                                                    limiter=self._registry.thread_limiter())
+        return result
+
+    async def _await_handler(self, result: Awaitable[object], event: RecordedEvent,
+                             ) -> BaseException | None:
+        """Await an async handler's call, cancelled once at its timeout or at stop().
+
+        Shielded from the subscription's own scope on purpose: anyio re-delivers a
+        cancellation on every loop iteration until the task leaves the scope, so a handler
+        that swallows CancelledError would spin the loop at 100% CPU. Here it is told
+        once (asyncio's own cancel, undone after), and one that ignores it is left
+        running: stalled, then abandoned by stop().
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        timer = None
+        if self.handler_timeout is not None:
+            timer = asyncio.get_running_loop().call_later(
+                self.handler_timeout, self._interrupt, "timeout")
+        self._awaiting, self._interrupted, self._interrupts = task, None, 0
+        if self._stopping or self._rewinding:  # asked before the call began
+            self._interrupt("stop")
+        error: BaseException | None = None
+        try:
+            with anyio.CancelScope(shield=True):
+                await result
+        except BaseException as exc:  # judged below, once our own cancels are undone
+            error = exc
+        finally:
+            self._awaiting = None
+            if timer is not None:
+                timer.cancel()
+            for _ in range(self._interrupts):
+                task.uncancel()
+        reason, self._interrupted = self._interrupted, None
+        if reason == "stop":
+            raise _Stopped
+        if reason == "timeout":
+            self.timeouts += 1
+            return HandlerTimeoutError(
+                f"the handler of subscription {self.name or 'anonymous'} did not finish "
+                f"event seq {event.seq} within handler_timeout={self.handler_timeout}s"
+            )
+        if error is not None:
+            raise error
+        return None
+
+    def _interrupt(self, reason: str) -> None:
+        """Cancel the async handler call in progress, once (see _await_handler)."""
+        task = self._awaiting
+        if task is None:
+            return
+        if reason == "stop" or self._interrupted is None:
+            self._interrupted = reason
+        self._interrupts += 1
+        task.cancel()
 
     async def _give_up(self, event: RecordedEvent, exc: BaseException) -> None:
         log.error("subscription %s failed on event %s after %d attempts: %r",
@@ -564,6 +660,7 @@ class Subscription:
         self._rewinding = True  # the guardian does not restart it meanwhile
         try:
             self._scope.cancel()
+            self._interrupt("stop")
             await self._done.wait()
             self._inbox.clear()
             if self.reset is not None:
@@ -578,17 +675,50 @@ class Subscription:
         """Begin stopping (stop() waits for the end)."""
         if not self._stopping:
             self._stopping = True
+            self._stop_deadline = time.monotonic() + self.stop_timeout
             self._scope.cancel()
+            self._interrupt("stop")
 
     async def stop(self) -> None:
         """Stop the handler task, save the checkpoint, and detach from the store. Safe to
-        call from inside the handler itself."""
+        call from inside the handler itself.
+
+        Waits at most `stop_timeout` seconds for the handler call in progress to end. One
+        that ignores its cancellation (or a threaded sync handler still blocking) is then
+        abandoned: the subscription is marked FAILED on that event, its checkpoint stays
+        before it (so it is delivered again on the next subscribe), `subscription_failed`
+        is sent, and stop() returns; the abandoned call is left to end on its own.
+        """
         self.request_stop()
         if not self.alive:  # crashed or failed: no task will finish the stop
             await self._finish_stop()
-        await self._stopped.wait()
+        with anyio.move_on_after(max(self._stop_deadline - time.monotonic(), 0)):
+            await self._stopped.wait()
+        if not self._stopped.is_set():
+            await self._abandon()
 
-    async def _finish_stop(self) -> None:
+    async def _abandon(self) -> None:
+        if self._stopped.is_set() or self._abandoned:
+            await self._stopped.wait()
+            return
+        self._abandoned = True
+        event = self._calling
+        label = self.name or "anonymous"
+        stuck = (f"its handler call on event seq {event.seq}" if event is not None
+                 else "its task")
+        error = HandlerTimeoutError(
+            f"subscription {label}: {stuck} did not end within stop_timeout="
+            f"{self.stop_timeout}s of stop() (it ignores cancellation, or a sync handler "
+            "is still blocking); abandoned it, the event is delivered again on the next "
+            "subscribe")
+        log.error("%s", error)
+        self.last_error = error
+        self.failed_event = event
+        await self._finish_stop(failed=True)
+        self._host.dispatcher.send(signals.subscription_failed, self._host.sender,
+                                   subscription=self, event=event, exception=error)
+
+    async def _finish_stop(self, *, failed: bool = False) -> None:
         if self._finishing:
             return
         self._finishing = True
@@ -599,7 +729,10 @@ class Subscription:
         except EventStoreError:
             log.exception("could not save the checkpoint of subscription %s", self.name)
         finally:
-            if self.status != Status.FAILED:
+            # FAILED only once the checkpoint is saved (see _give_up)
+            if failed:
+                self.status = Status.FAILED
+            elif self.status != Status.FAILED:
                 self.status = Status.STOPPED
             self._registry.remove(self)
             self._stopped.set()

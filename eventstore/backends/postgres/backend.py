@@ -63,7 +63,7 @@ from ..base import (
 )
 from ..derived import Deltas
 from ..schema import MIGRATIONS, SCHEMA_VERSION, TREE_SINCE, postgres_types, statements
-from ..tree import leaf_columns
+from ..tree import event_records
 from . import tree
 from .derived import DerivedWrite, PostgresCounts, PostgresRollup, cost_totals, counts_sql
 
@@ -493,13 +493,9 @@ class PostgresBackend:
                 records=[(r.event.seq, r.event.id, r.event.type, r.event.conversation_id,
                           r.event.user_id, micros, r.digest, r.document) for r in rows])
             return notify, None
-        occurred, leaves = leaf_columns(rows, micros)
+        records, leaves = event_records(rows, micros)
         await conn.copy_records_to_table(
-            "events", schema_name=self.schema, columns=list(_COLUMNS),
-            records=[(r.event.seq, r.event.id, r.event.type, r.event.conversation_id,
-                      r.event.user_id, micros, r.digest, r.document, when, leaf)
-                     for r, when, leaf in zip(rows, occurred, leaves, strict=True)],
-        )
+            "events", schema_name=self.schema, columns=list(_COLUMNS), records=records)
         growth = await self.tree.grow(conn, size, leaves)
         # pg_notify inside the transaction: delivered at commit, never for a rollback; sent
         # with COMMIT in one round trip, as the lock is held until the reply.

@@ -34,6 +34,7 @@ from ...events import RecordedEvent
 from ...integrity.layout import leaf_ranges
 from ...integrity.leaf import StoredLeaf
 from ...integrity.merkle import NodeKey
+from ...integrity.rehash import LeafRow
 from ...query import Query
 from ...rollup import CostFilters, CostTotals
 from ..base import (
@@ -52,7 +53,7 @@ from ..base import (
 from ..derived import Deltas, facts_from_call_row
 from ..schema import MIGRATIONS as SHARED_MIGRATIONS
 from ..schema import SCHEMA_VERSION, SQLITE_TYPES, TREE_SINCE, statements
-from ..tree import leaf_columns
+from ..tree import event_records
 from .commit_watcher import INTERVAL as WATCH_INTERVAL
 from .commit_watcher import CommitWatcher
 from .connection import connect
@@ -65,8 +66,17 @@ from .derived import (
     counts_sql,
     rebuild_derived,
 )
+from .tree import (
+    LEAF_ROWS,
+    STORED_LEAVES,
+    TREE_SIZE,
+    TRIGGERS,
+    SQLiteTree,
+    answer,
+    node_queries,
+    stored_leaf,
+)
 from .tree import MIGRATION as TREE_MIGRATION
-from .tree import STORED_LEAVES, TREE_SIZE, TRIGGERS, SQLiteTree, answer, node_queries, stored_leaf
 from .wal_checkpointer import WalCheckpointer
 
 MIGRATIONS: dict[int, list[str]] = {
@@ -363,15 +373,8 @@ class SQLiteBackend:
                 self._write_derived(conn, plan.rows)
             elif plan.rows:
                 micros = to_micros(now)
-                occurred, leaves = leaf_columns(plan.rows, micros)
-                conn.executemany(
-                    _INSERT_WITH_LEAF,
-                    [
-                        (r.event.seq, r.event.id, r.event.type, r.event.conversation_id,
-                         r.event.user_id, micros, r.digest, r.document, when, leaf)
-                        for r, when, leaf in zip(plan.rows, occurred, leaves, strict=True)
-                    ],
-                )
+                records, leaves = event_records(plan.rows, micros)
+                conn.executemany(_INSERT_WITH_LEAF, records)
                 self._write_derived(conn, plan.rows)
                 growth = self.tree.write(conn, last_seq, leaves, micros)
             conn.execute("COMMIT")
@@ -417,6 +420,12 @@ class SQLiteBackend:
         """Up to `limit` stored events from `from_seq` on, as the leaves verify hashes."""
         rows = await self._fetch(STORED_LEAVES, (from_seq, limit))
         return [stored_leaf(row) for row in rows]
+
+    async def leaf_rows(self, from_seq: int, limit: int) -> Sequence[LeafRow]:
+        """The same page as `stored_leaves`, as the cursor's rows of stored bytes
+        (eventstore.integrity.rehash): what verify hashes, without a Python object per
+        event."""
+        return await self._fetch(LEAF_ROWS, (from_seq, limit))
 
     # --- reads -------------------------------------------------------------------------
 

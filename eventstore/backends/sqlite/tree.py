@@ -59,6 +59,21 @@ STORED_LEAVES = (
     "coalesce(recorded_at, -1), CAST(body AS BLOB), leaf_hash FROM events "
     "WHERE seq >= ? ORDER BY seq LIMIT ?"
 )
+# The same, as verify's `LeafRow`s (eventstore.integrity.rehash): the strings as their
+# stored UTF-8 bytes, so no str is built and encoded again per event. A value of
+# another storage class than eventstore writes (a BLOB id with the same bytes as the
+# text, a REAL time) would hash alike once cast, yet reads tell it apart: such a row
+# gets an empty kept leaf hash (as a NULL one does), so verify reports it as altered.
+LEAF_ROWS = (
+    "SELECT seq, CAST(id AS BLOB), CAST(type AS BLOB), CAST(conversation_id AS BLOB), "
+    "CAST(user_id AS BLOB), coalesce(CAST(occurred_at AS INTEGER), -1), "
+    "coalesce(CAST(recorded_at AS INTEGER), -1), CAST(body AS BLOB), "
+    "CASE WHEN typeof(id) = 'text' AND typeof(type) = 'text' "
+    "AND typeof(conversation_id) IN ('text', 'null') AND typeof(user_id) IN ('text', 'null') "
+    "AND typeof(occurred_at) = 'integer' AND typeof(recorded_at) = 'integer' "
+    "THEN coalesce(leaf_hash, x'') ELSE x'' END FROM events WHERE seq >= ? ORDER BY seq "
+    "LIMIT ?"
+)
 _BUILD_BATCH = 5_000
 
 log = logging.getLogger("eventstore.sqlite")

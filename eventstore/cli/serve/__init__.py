@@ -16,6 +16,7 @@ import ipaddress
 import socket
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -53,9 +54,14 @@ def _otlp_receiver() -> Any:
               help="Port to listen on (0: any free port).")
 @click.option("--token", metavar="T", envvar="EVENTSTORE_TOKEN",
               help="Access token (default: a new random one, printed in the URL).")
-def serve_cmd(db: str | None, host: str, port: int, token: str | None) -> None:
-    """A read-only web viewer of the log: conversations, transcripts, costs, violations,
-    a live tail and subscriptions, with the same data as JSON under /api/.
+@click.option("--checkpoints", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              metavar="DIR", help="A directory of checkpoints (a store's checkpoint_dir=): "
+              "the integrity page shows the latest and verifies against it (read only).")
+def serve_cmd(db: str | None, host: str, port: int, token: str | None,
+              checkpoints: Path | None) -> None:
+    """A read-only web viewer of the log: conversations, transcripts, costs and budgets,
+    violations, a live tail, subscriptions and integrity (tree head, latest checkpoint,
+    verify now), with the same data as JSON under /api/.
 
     Every request needs the token: open the printed URL once (?token=..., then a
     cookie), or send `Authorization: Bearer <token>`.
@@ -104,7 +110,7 @@ def serve_cmd(db: str | None, host: str, port: int, token: str | None) -> None:
             if head > INDEX_BEFORE_SERVING:
                 note(f"indexing {head} events in the background: the conversation and cost "
                      "pages answer once it is done")
-            app = build_app(opened, token, otlp=_otlp_receiver())
+            app = build_app(opened, token, otlp=_otlp_receiver(), checkpoints=checkpoints)
             config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                                     lifespan="on", access_log=False)
             server = uvicorn.Server(config)

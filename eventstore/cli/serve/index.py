@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from ...budgets import BUDGET_DEFINED, BUDGET_EXCEEDED, BUDGET_WARNING
 from ...events import (
     CONVERSATION_CREATED,
     COST_RECORDED,
@@ -25,7 +26,9 @@ from ...events import (
 from ...projections.base import MALFORMED, ZERO, State, StructProjection, add_money, parse_money
 from ...projections.base import utc_day as _utc_day
 
-ALERTS = frozenset({POLICY_VIOLATION, "budget_exceeded", "budget_warning"})
+ALERTS = frozenset({POLICY_VIOLATION, BUDGET_EXCEEDED, BUDGET_WARNING})
+BUDGET_EVENTS = frozenset({BUDGET_DEFINED, BUDGET_EXCEEDED, BUDGET_WARNING})
+BUDGET_LAST_WORD = "exceeded"  # the threshold label of a budget_exceeded alert
 # Model calls: record_cost's events and record_llm_call's. record_llm_call writes an
 # `llm_call` and, when it has a price, a `cost_recorded` too (with the call's id): each call
 # counts once, priced through its cost_recorded, or as an unpriced llm_call (never $0).
@@ -75,6 +78,15 @@ class CostRollup(msgspec.Struct, kw_only=True):
     cost: Decimal = ZERO
 
 
+class BudgetAlert(msgspec.Struct, kw_only=True):
+    """The latest alert of one budget, scope and window: how far it got, and where."""
+
+    threshold: str  # "warn_at=0.8" or "exceeded"
+    kind: str  # the alert's event type
+    seq: int
+    spent: str | None = None
+
+
 class IndexState(State, kw_only=True):
     # Ordered by last activity, oldest first: a conversation moves to the end when it
     # sees an event, so iterating backwards is "newest first" without sorting.
@@ -85,6 +97,11 @@ class IndexState(State, kw_only=True):
     by_tag: dict[str, CostRollup] = msgspec.field(default_factory=dict)
     total: CostRollup = msgspec.field(default_factory=lambda: CostRollup(key=None))
     alerts: int = 0
+    # budget name -> its latest `budget_defined` data (what stores were opened with)
+    budgets: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    # budget name -> window label -> scope -> its latest alert
+    budget_alerts: dict[str, dict[str, dict[str, BudgetAlert]]] = msgspec.field(
+        default_factory=dict)
 
 
 def _tags(event: RecordedEvent) -> list[str]:
@@ -128,6 +145,8 @@ class ViewerIndex(StructProjection[IndexState]):
                 state.skipped += 1  # and the call counts as unpriced
         if event.type in ALERTS:
             state.alerts += 1
+        if event.type in BUDGET_EVENTS:
+            self._budget_event(event, data)
         cid = event.conversation_id
         if cid is not None:
             row = state.conversations.pop(cid, None)
@@ -169,6 +188,27 @@ class ViewerIndex(StructProjection[IndexState]):
                     rollup.unpriced_calls += 1
                 else:
                     rollup.cost = add_money(rollup.cost, cost)
+
+    def _budget_event(self, event: RecordedEvent, data: dict[str, Any]) -> None:
+        name = data.get("name") if event.type == BUDGET_DEFINED else data.get("budget")
+        if not isinstance(name, str):
+            self._state.skipped += 1
+            return
+        if event.type == BUDGET_DEFINED:
+            self._state.budgets[name] = data
+            return
+        window, scope, threshold = data.get("window"), data.get("scope"), data.get("threshold")
+        if not (isinstance(window, str) and isinstance(scope, str)
+                and isinstance(threshold, str)):
+            self._state.skipped += 1
+            return
+        scopes = self._state.budget_alerts.setdefault(name, {}).setdefault(window, {})
+        known = scopes.get(scope)
+        # Alerts of one scope come lowest threshold first; "exceeded" is the last word.
+        if known is None or known.threshold != BUDGET_LAST_WORD:
+            spent = data.get("spent")
+            scopes[scope] = BudgetAlert(threshold=threshold, kind=event.type, seq=event.seq,
+                                        spent=spent if isinstance(spent, str) else None)
 
     # --- queries -------------------------------------------------------------------------
 
@@ -224,6 +264,14 @@ class ViewerIndex(StructProjection[IndexState]):
     @property
     def alerts(self) -> int:
         return self._state.alerts
+
+    def budget_definitions(self) -> list[dict[str, Any]]:
+        """The latest recorded definition of each budget, by name."""
+        return [self._state.budgets[name] for name in sorted(self._state.budgets)]
+
+    def budget_alerts(self, budget: str, window: str) -> dict[str, BudgetAlert]:
+        """Scope -> latest alert of `budget` in the window labelled `window`."""
+        return self._state.budget_alerts.get(budget, {}).get(window, {})
 
     @property
     def conversation_count(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.types import ASGIApp
@@ -14,6 +15,7 @@ from ...signals import rebuild_progress
 from ...store import EventStore
 from ...subscriptions import Subscription
 from .index import ViewerIndex
+from .integrity import Verification
 
 
 class Live:
@@ -45,6 +47,8 @@ class Viewer:
     mounts: dict[str, ASGIApp] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     indexed: tuple[int, int] = (0, 0)  # (position, head) of the index rebuild so far
+    checkpoints: Path | None = None  # a directory of checkpoint files, read only
+    verification: Verification = field(default_factory=Verification)
 
     async def build_index(self) -> Subscription:
         """Rebuild the index from the log, then keep it live with one subscription."""

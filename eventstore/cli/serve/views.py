@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import itertools
+import json
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import msgspec
 from starlette.requests import Request
 
-from ...errors import InvalidQueryError
+from ...clock import utcnow
+from ...errors import IntegrityError, InvalidQueryError
 from ...events import (
     COST_RECORDED,
     MEMORY_TRIMMED,
@@ -26,11 +31,22 @@ from ..base import parse_time
 from ..follow import last_events, reading
 from ..render import compact_json, cost_of, describe, fmt_money, fmt_ms, fmt_time, iso
 from ..subscriptions import subscription_rows
+from .budgets import budget_json, budget_rows
 from .charts import bar_chart
-from .index import ALERTS, CALL_TYPES, LLM_CALL, ConversationRow, ViewerIndex, call_usage
+from .index import (
+    ALERTS,
+    CALL_TYPES,
+    LLM_CALL,
+    ConversationRow,
+    CostRollup,
+    ViewerIndex,
+    call_usage,
+)
+from .integrity import integrity_data, verify_now
 from .live import Viewer
 
 MAX_PAGE = 500
+T = TypeVar("T")
 
 _json = msgspec.json.Encoder(decimal_format="string")
 
@@ -100,6 +116,50 @@ def _seq_cursor(request: Request) -> int | None:
 
 def _make_seq_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"c{seq}".encode()).rstrip(b"=").decode("ascii")
+
+
+def key_cursor(request: Request, name: str, kind: str,
+               parse: Callable[[list[Any]], tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    """The cursor of an in-memory listing: the sort key of the previous page's last row,
+    tagged with the listing's kind. Anything else is a 400 that says what to do."""
+    value = query_text(request, name)
+    if value is None:
+        return None
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        if not isinstance(raw, list) or not raw or raw[0] != kind:
+            raise ValueError(raw)
+        return parse(raw[1:])
+    except (binascii.Error, ValueError, TypeError, ArithmeticError, UnicodeDecodeError):
+        raise BadRequest(400, f"{name} is malformed or belongs to another listing; start "
+                              f"again without {name}=") from None
+
+
+def make_key_cursor(kind: str, key: list[Any]) -> str:
+    raw = json.dumps([kind, *key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def keyed_page(rows: list[T], key: Callable[[T], tuple[Any, ...]],
+               after: tuple[Any, ...] | None, limit: int) -> tuple[list[T], bool]:
+    """The `limit` rows after `after` in ascending `key` order (`rows` sorted by it)."""
+    start = 0 if after is None else bisect.bisect_right([key(r) for r in rows], after)
+    page = rows[start:start + limit + 1]
+    return page[:limit], len(page) > limit
+
+
+def _strings(count: int) -> Callable[[list[Any]], tuple[Any, ...]]:
+    def parse(raw: list[Any]) -> tuple[Any, ...]:
+        if len(raw) != count or not all(isinstance(v, str) for v in raw):
+            raise ValueError(raw)
+        return tuple(raw)
+
+    return parse
+
+
+def _cost_key(raw: list[Any]) -> tuple[Any, ...]:
+    cost, key = _strings(2)(raw)
+    return (-Decimal(cost), key)
 
 
 def _link(path: str, params: dict[str, Any]) -> str:
@@ -262,50 +322,124 @@ async def _exact_call(v: Viewer, event: RecordedEvent) -> dict[str, Any] | None:
     return None
 
 
-def _rollups(index: ViewerIndex, by: str, limit: int) -> list[dict[str, Any]]:
+ROLLUPS = ("model", "user", "tag", "day")
+
+
+def _rollup_json(r: CostRollup) -> dict[str, Any]:
+    return {"key": r.key, "calls": r.calls, "unpriced_calls": r.unpriced_calls,
+            "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "cost": r.cost}
+
+
+def _rollup_page(request: Request, index: ViewerIndex, by: str,
+                 limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a rollup: days newest first, the others costliest first, each with
+    its own cursor (`<by>_cursor`) so one table pages while the others stay put."""
+    name = f"{by}_cursor"
     rows = index.costs(by)
-    # Days: the latest `limit` in calendar order; the rest: the `limit` costliest.
-    rows = rows[-limit:] if by == "day" else rows[:limit]
-    return [{"key": r.key, "calls": r.calls, "unpriced_calls": r.unpriced_calls,
-             "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "cost": r.cost}
-            for r in rows]
+    if by == "day":  # newest first: walk the calendar order backwards from the cursor
+        after = key_cursor(request, name, by, _strings(1))
+        end = len(rows) if after is None else bisect.bisect_left(
+            [r.key or "" for r in rows], after[0])
+        chunk = rows[max(0, end - limit - 1):end][::-1]
+        page, more = chunk[:limit], len(chunk) > limit
+        cursor = make_key_cursor(by, [page[-1].key or ""]) if more else None
+    else:
+        after = key_cursor(request, name, by, _cost_key)
+        page, more = keyed_page(rows, lambda r: (-r.cost, r.key or ""), after, limit)
+        cursor = make_key_cursor(by, [str(page[-1].cost), page[-1].key or ""]) \
+            if more else None
+    return [_rollup_json(r) for r in page], cursor
 
 
 async def costs_view(request: Request) -> dict[str, Any]:
-    """Totals and rollups (the `limit` costliest groups of each, default 50, and the
-    latest `limit` days), from the index: no scan of the log."""
-    index = indexed(request).index
+    """Totals, the rollups by model, user, tag and day and the budgets' state, each
+    paged by its own cursor, from the index: no scan of the log. The chart shows the
+    days of the day table's page, in calendar order."""
+    v = indexed(request)
+    index = v.index
     limit = _limit(request, 50)
     total = index.total
-    by_day = _rollups(index, "day", limit)
+    tables: dict[str, list[dict[str, Any]]] = {}
+    cursors: dict[str, str | None] = {}
+    for by in ROLLUPS:
+        tables[by], cursors[by] = _rollup_page(request, index, by, limit)
+    now = utcnow()
+    rows, malformed = budget_rows(index, now)
+    after = key_cursor(request, "budgets_cursor", "budgets", _strings(2))
+    page, more = keyed_page(rows, lambda r: r.key, after, limit)
+    budgets = [await budget_json(v.store, row, now) for row in page]
+    cursors["budgets"] = make_key_cursor("budgets", list(page[-1].key)) if more else None
+    kept = {"limit": query_text(request, "limit")} | {
+        f"{name}_cursor": query_text(request, f"{name}_cursor") for name in (*ROLLUPS, "budgets")}
     return {
         "total": {"calls": total.calls, "unpriced_calls": total.unpriced_calls,
                   "input_tokens": total.input_tokens, "output_tokens": total.output_tokens,
                   "cost": total.cost},
-        "groups": {by: index.group_count(by) for by in ("day", "model", "user", "tag")},
-        "by_day": by_day, "by_model": _rollups(index, "model", limit),
-        "by_user": _rollups(index, "user", limit), "by_tag": _rollups(index, "tag", limit),
-        "chart": bar_chart([(r["key"] or "", r["cost"]) for r in by_day]),
+        "groups": {by: index.group_count(by) for by in ROLLUPS},
+        "by_day": tables["day"], "by_model": tables["model"],
+        "by_user": tables["user"], "by_tag": tables["tag"],
+        "budgets": budgets, "budget_count": len(rows), "malformed_budgets": malformed,
+        "next_cursors": cursors,
+        "next_links": {name: _link("/costs", {**kept, f"{name}_cursor": cursor})
+                       for name, cursor in cursors.items() if cursor is not None},
+        "chart": bar_chart([(r["key"] or "", r["cost"]) for r in reversed(tables["day"])]),
     }
 
 
+VIOLATION_FILTERS = ("user", "conversation", "type", "after", "before")
+
+
 async def violations_view(request: Request) -> dict[str, Any]:
+    """Guardrail violations and budget alerts, oldest first, by the store's cursor;
+    filter by user, conversation, type (one of ALERTS) and time."""
     v = indexed(request)
-    page = await v.store.list_events(type=ALERTS, limit=_limit(request, 100),
-                                     cursor=query_text(request, "cursor"))
+    filters = {name: query_text(request, name) for name in VIOLATION_FILTERS}
+    kind = filters["type"]
+    if kind is not None and kind not in ALERTS:
+        raise BadRequest(400, f"type must be one of {', '.join(sorted(ALERTS))}")
+    page = await v.store.list_events(
+        type=kind or ALERTS, user_id=filters["user"], conversation_id=filters["conversation"],
+        after=_time(request, "after"), before=_time(request, "before"),
+        limit=_limit(request, 100), cursor=query_text(request, "cursor"))
     return {
         "events": page.events,
         "entries": [{**entry(e), "conversation_id": e.conversation_id} for e in page.events],
         "total": v.index.alerts,
+        "filters": filters,
+        "types": sorted(ALERTS),
         "next_cursor": page.next_cursor,
-        "next_link": _link("/violations", {"limit": query_text(request, "limit"),
+        "next_link": _link("/violations", {**filters, "limit": query_text(request, "limit"),
                                            "cursor": page.next_cursor})
         if page.next_cursor else None,
     }
 
 
 async def subscriptions_view(request: Request) -> dict[str, Any]:
-    return {"subscriptions": await subscription_rows(viewer(request).store)}
+    """Durable subscriptions by name, paged by a name cursor."""
+    rows = await subscription_rows(viewer(request).store)
+    limit = _limit(request, 100)
+    after = key_cursor(request, "cursor", "subscriptions", _strings(1))
+    page, more = keyed_page(rows, lambda r: (r.name,), after, limit)
+    cursor = make_key_cursor("subscriptions", [page[-1].name]) if more else None
+    return {"subscriptions": page, "next_cursor": cursor,
+            "next_link": _link("/subscriptions", {"limit": query_text(request, "limit"),
+                                                  "cursor": cursor}) if cursor else None}
+
+
+async def integrity_view(request: Request) -> dict[str, Any]:
+    """Tree head, latest checkpoint, last verify result. Never verifies (see verify_view)."""
+    v = viewer(request)
+    return await integrity_data(v.store, v.verification, v.checkpoints)
+
+
+async def verify_view(request: Request) -> dict[str, Any]:
+    """Verify the log now (or join the run in progress): every leaf recomputed."""
+    v = viewer(request)
+    try:
+        result = await verify_now(v.store, v.verification, v.checkpoints)
+    except IntegrityError as exc:  # a backend that keeps no tree
+        raise BadRequest(409, str(exc)) from exc
+    return result.as_dict()
 
 
 def tail_item(event: RecordedEvent) -> dict[str, Any]:

@@ -39,11 +39,13 @@ from .views import (
     conversations_view,
     costs_view,
     event_view,
+    integrity_view,
     query_text,
     subscriptions_view,
     tail_item,
     tail_query,
     tail_view,
+    verify_view,
     viewer,
     violations_view,
 )
@@ -51,6 +53,10 @@ from .views import (
 HERE = Path(__file__).parent
 INDEX_BEFORE_SERVING = 50_000  # events: about a second of rebuild on a quiet machine
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet log (proxies drop idle streams)
+# How long the "verify now" button waits for the result before showing the page with the
+# run in progress (which reloads itself until it is done): minutes on a large loaded log.
+VERIFY_PAGE_WAIT = 10.0
+_BACKGROUND: set[asyncio.Future[Any]] = set()
 
 _json = msgspec.json.Encoder(decimal_format="string")
 
@@ -88,7 +94,7 @@ def _nav(request: Request) -> list[tuple[str, str, bool]]:
     path = request.url.path
     items = [("/conversations", "Conversations"), ("/costs", "Costs"),
              ("/violations", "Violations"), ("/tail", "Live tail"),
-             ("/subscriptions", "Subscriptions")]
+             ("/subscriptions", "Subscriptions"), ("/integrity", "Integrity")]
     return [(href, label, path == href or path.startswith(href + "/")) for href, label in items]
 
 
@@ -160,6 +166,22 @@ async def tail_stream(request: Request) -> Response:
                              headers={"x-accel-buffering": "no"})
 
 
+async def verify_page(request: Request) -> Response:
+    """The "verify now" button: verify, then show the integrity page with the result
+    (a redirect, so reloading the page does not verify again), or with the run still in
+    progress after VERIFY_PAGE_WAIT seconds (the run goes on; the API waits for it)."""
+    run = asyncio.ensure_future(verify_view(request))
+    _BACKGROUND.add(run)  # the loop keeps only weak references to tasks
+    run.add_done_callback(_BACKGROUND.discard)
+    await asyncio.wait({run}, timeout=VERIFY_PAGE_WAIT)
+    if run.done():
+        try:
+            run.result()
+        except BadRequest as exc:
+            return _error(request, exc.status, exc.message, api=False)
+    return RedirectResponse("/integrity#verify", 303)
+
+
 async def home(request: Request) -> Response:
     return RedirectResponse("/conversations", 303)
 
@@ -188,18 +210,21 @@ Receiver = Callable[[EventStore], ASGIApp]
 
 
 def build_app(open_store: Opener, token: str, *, otlp: Receiver | None = None,
-              index_before_serving: int = INDEX_BEFORE_SERVING) -> ASGIApp:
+              index_before_serving: int = INDEX_BEFORE_SERVING,
+              checkpoints: Path | None = None) -> ASGIApp:
     """The viewer behind its token gate. `open_store` is called in the app's lifespan.
     A log of at most `index_before_serving` events is indexed before the first request is
     answered; a larger one is indexed in the background while the pages that need the
     index answer 503 with the progress. `otlp`, given the open store, makes the OTLP/HTTP
-    receiver mounted at POST /v1/traces."""
+    receiver mounted at POST /v1/traces. `checkpoints`: a directory of checkpoint files
+    (a store's `checkpoint_dir=`) whose latest the integrity page shows and verifies
+    against; only read."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_store() as store:
             index = ViewerIndex()
-            v = app.state.viewer = Viewer(store, index, Live(index))
+            v = app.state.viewer = Viewer(store, index, Live(index), checkpoints=checkpoints)
             if otlp is not None:
                 v.mounts["otlp"] = otlp(store)
             subscription: Subscription | None = None
@@ -233,14 +258,18 @@ def build_app(open_store: Opener, token: str, *, otlp: Receiver | None = None,
         Route("/violations", page(violations_view, "violations.html")),
         Route("/tail", page(tail_view, "tail.html")),
         Route("/subscriptions", page(subscriptions_view, "subscriptions.html")),
+        Route("/integrity", page(integrity_view, "integrity.html")),
+        Route("/integrity/verify", verify_page, methods=["POST"]),
         Route("/api/conversations", api(conversations_view, ("next_link", "filters"))),
         Route("/api/conversations/{conversation_id:path}",
               api(conversation_view, ("entries", "next_link"))),
         Route("/api/events/{seq:int}", api(event_view, (
             "time", "data_json", "metadata_json", "request_json", "response_json"))),
-        Route("/api/costs", api(costs_view, ("chart",))),
-        Route("/api/violations", api(violations_view, ("entries", "next_link"))),
-        Route("/api/subscriptions", api(subscriptions_view)),
+        Route("/api/costs", api(costs_view, ("chart", "next_links"))),
+        Route("/api/violations", api(violations_view, ("entries", "next_link", "types"))),
+        Route("/api/subscriptions", api(subscriptions_view, ("next_link",))),
+        Route("/api/integrity", api(integrity_view)),
+        Route("/api/integrity/verify", api(verify_view), methods=["POST"]),
         Route("/api/tail", tail_stream),
         Route("/v1/traces", LateMount("otlp"), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
