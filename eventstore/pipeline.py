@@ -88,7 +88,20 @@ class WritePipeline:
                 "personal fields in plaintext that forget_user could never erase. Open it "
                 "with encryption=Encryption(...) (or set EVENTSTORE_MASTER_KEY)"
             )
-        event = validate(event)
+        event = await self._redacted(event, hooks=not audit)
+        body, visible = encode_visible(event)  # visible: what a read gives back
+        if self.encryption is not None and not audit:  # stored differs from what is seen
+            # the keyed digest of encrypted events stays the one of the stored ones
+            sealed, digest = await self.encryption.seal_with_digest(visible, digest_of(visible))
+            body = encode_event(sealed)
+        else:
+            digest = body_digest(body)
+        return PreparedEvent(visible=visible, body=body, digest=digest)
+
+    async def _redacted(self, given: Any, *, hooks: bool = True) -> Event:
+        """The event validated, in UTC, under the store's metadata and through the redact
+        hooks (unless `hooks` is False): what is stored of it, before encryption."""
+        event = validate(given)
         if type(event) is not Event:  # a RecordedEvent or subclass: keep the Event fields
             event = Event(**{f: getattr(event, f) for f in Event.__struct_fields__})
         if event.occurred_at.tzinfo is not UTC and event.occurred_at.utcoffset():
@@ -96,7 +109,7 @@ class WritePipeline:
         if self._metadata:
             event = msgspec.structs.replace(
                 event, metadata=merge_metadata(self._metadata, event.metadata))
-        if self._hooks and not audit:
+        if self._hooks and hooks:
             original = event
             event = await run_hooks(self._hooks, event)
             try:
@@ -106,14 +119,7 @@ class WritePipeline:
                 raise RedactionError(
                     f"a redact hook produced an invalid event ({exc}); nothing was written"
                 ) from exc
-        body, visible = encode_visible(event)  # visible: what a read gives back
-        if self.encryption is not None and not audit:  # stored differs from what is seen
-            # the keyed digest of encrypted events stays the one of the stored ones
-            sealed, digest = await self.encryption.seal_with_digest(visible, digest_of(visible))
-            body = encode_event(sealed)
-        else:
-            digest = body_digest(body)
-        return PreparedEvent(visible=visible, body=body, digest=digest)
+        return event
 
     # Records that name content by a digest (calls name their messages so) must name it
     # as stored: a digest of the content as given would keep what the redact hooks remove
@@ -127,11 +133,7 @@ class WritePipeline:
     async def redacted_digest(self, event: Event, digest: Callable[[Event], bytes]) -> bytes:
         """`digest` of the event as the redact hooks leave it. Nothing is written; the
         event is prepared anew when it is appended."""
-        event = validate(event)
-        if self._metadata:
-            event = msgspec.structs.replace(
-                event, metadata=merge_metadata(self._metadata, event.metadata))
-        return digest(await run_hooks(self._hooks, event) if self._hooks else event)
+        return digest(await self._redacted(event))
 
     async def keyed_digest(self, event: Event, digest: bytes) -> bytes:
         """A digest of the event's content keyed with the data key that seals its personal

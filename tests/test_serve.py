@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import html
 import re
 import sqlite3
@@ -906,3 +907,42 @@ def test_integrity_on_a_backend_without_a_tree_says_so(tmp_path: Path) -> None:
         assert "Merkle tree" in get(c, "/integrity").text
         refused = c.post("/api/integrity/verify", headers=AUTH)
         assert refused.status_code == 409 and "Merkle tree" in refused.json()["error"]
+
+
+def test_a_long_verify_leaves_the_page_showing_it_running_until_done(
+    log: Log, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eventstore.cli.serve import web
+
+    monkeypatch.setattr(web, "VERIFY_PAGE_WAIT", 0.01)
+    release = threading.Event()
+    runs: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def opened() -> Any:
+        async with EventStore.open(log.url) as store:
+            verify = store.verify
+
+            async def slow_verify(checkpoint: str | None = None) -> Any:
+                runs.append(1)
+                assert await asyncio.to_thread(release.wait, TIMEOUT)
+                return await verify(checkpoint)
+
+            store.verify = slow_verify  # type: ignore[method-assign]
+            yield store
+
+    with TestClient(build_app(opened, TOKEN)) as c:
+        button = c.post("/integrity/verify", headers=AUTH, follow_redirects=False)
+        assert button.status_code == 303  # answered while the run goes on
+        doc = api(c, "/api/integrity")
+        assert (doc["verifying"], doc["verify"]) == (True, None)
+        body = get(c, "/integrity").text
+        assert '<meta http-equiv="refresh" content="5">' in body
+        assert "A verification is running" in body
+        c.post("/integrity/verify", headers=AUTH, follow_redirects=False)  # joins it
+        assert api(c, "/api/integrity")["verifying"] is True and len(runs) <= 1
+        release.set()
+        report = c.post("/api/integrity/verify", headers=AUTH).json()
+        assert report["ok"] is True and report["size"] == len(log.events)
+        body = get(c, "/integrity").text
+        assert "refresh" not in body and f"ok: {len(log.events)} events intact" in body

@@ -53,6 +53,10 @@ from .views import (
 HERE = Path(__file__).parent
 INDEX_BEFORE_SERVING = 50_000  # events: about a second of rebuild on a quiet machine
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet log (proxies drop idle streams)
+# How long the "verify now" button waits for the result before showing the page with the
+# run in progress (which reloads itself until it is done): minutes on a large loaded log.
+VERIFY_PAGE_WAIT = 10.0
+_BACKGROUND: set[asyncio.Future[Any]] = set()
 
 _json = msgspec.json.Encoder(decimal_format="string")
 
@@ -164,11 +168,17 @@ async def tail_stream(request: Request) -> Response:
 
 async def verify_page(request: Request) -> Response:
     """The "verify now" button: verify, then show the integrity page with the result
-    (a redirect, so reloading the page does not verify again)."""
-    try:
-        await verify_view(request)
-    except BadRequest as exc:
-        return _error(request, exc.status, exc.message, api=False)
+    (a redirect, so reloading the page does not verify again), or with the run still in
+    progress after VERIFY_PAGE_WAIT seconds (the run goes on; the API waits for it)."""
+    run = asyncio.ensure_future(verify_view(request))
+    _BACKGROUND.add(run)  # the loop keeps only weak references to tasks
+    run.add_done_callback(_BACKGROUND.discard)
+    await asyncio.wait({run}, timeout=VERIFY_PAGE_WAIT)
+    if run.done():
+        try:
+            run.result()
+        except BadRequest as exc:
+            return _error(request, exc.status, exc.message, api=False)
     return RedirectResponse("/integrity#verify", 303)
 
 
