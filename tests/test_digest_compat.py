@@ -45,11 +45,25 @@ def test_same_content_across_digest_kinds() -> None:
     event = msg()
     other = msg(content="other", id=event.id)
     new, old = prepare(event), legacy(event)
-    assert same_content(old.digest, new) and same_content(new.digest, old)
-    assert same_content(new.digest, new) and same_content(old.digest, old)
-    assert not same_content(old.digest, prepare(other))
-    assert not same_content(new.digest, legacy(other))
-    assert not same_content(b"\x00" * 7, new)  # a digest of neither kind matches nothing
+    assert same_content(old.digest, event, new) and same_content(new.digest, event, old)
+    assert same_content(new.digest, event, new) and same_content(old.digest, event, old)
+    assert not same_content(old.digest, event, prepare(other))
+    assert not same_content(new.digest, event, legacy(other))
+    assert not same_content(new.digest, event, prepare(other))
+    # a digest of neither kind matches nothing
+    assert not same_content(b"\x00" * 7, event, new)
+
+
+def test_same_content_in_another_key_order_is_the_same_event() -> None:
+    event = Event(type="t", data={"a": 1, "b": {"x": 1, "y": 2}}, metadata={"k": 1, "j": 2})
+    reordered = Event(type="t", data={"b": {"y": 2, "x": 1}, "a": 1},
+                      metadata={"j": 2, "k": 1}, id=event.id, occurred_at=event.occurred_at)
+    first, retry = prepare(event), prepare(reordered)
+    assert first.digest != retry.digest  # the premise: the body digest sees key order
+    assert same_content(first.digest, event, retry)
+    changed = Event(type="t", data={"b": {"y": 3, "x": 1}, "a": 1}, id=event.id,
+                    metadata={"j": 2, "k": 1}, occurred_at=event.occurred_at)
+    assert not same_content(first.digest, event, prepare(changed))
 
 
 async def test_retry_of_an_event_stored_with_the_old_digest(open_store: StoreFactory) -> None:
@@ -77,3 +91,24 @@ async def test_digest_of_new_events_is_the_body_digest(open_store: StoreFactory)
             await store.append(msg(content="other", id=stored.id,
                                    occurred_at=stored.occurred_at))
         assert isinstance(store, EventStore) and await store.count_events() == 1
+
+
+async def test_a_retry_built_in_another_key_order_matches(open_store: StoreFactory) -> None:
+    async with open_store() as store:
+        stored = await store.append(Event(type="t", data={"a": 1, "b": [{"x": 1, "y": 2}]},
+                                          metadata={"k": "v", "j": "w"}))
+        retry = Event(type="t", data={"b": [{"y": 2, "x": 1}], "a": 1},
+                      metadata={"j": "w", "k": "v"}, id=stored.id,
+                      occurred_at=stored.occurred_at)
+        assert (await store.append(retry)).seq == stored.seq
+        # ... in the group that writes it too
+        first = Event(type="t", data={"p": 1, "q": 2})
+        twice = await store.append_many([first, Event(type="t", data={"q": 2, "p": 1},
+                                                      id=first.id,
+                                                      occurred_at=first.occurred_at)])
+        assert twice[0].seq == twice[1].seq == stored.seq + 1
+        with pytest.raises(DuplicateEventError):
+            await store.append(Event(type="t", data={"b": [{"y": 2, "x": 9}], "a": 1},
+                                     metadata={"j": "w", "k": "v"}, id=stored.id,
+                                     occurred_at=stored.occurred_at))
+        assert await store.count_events() == 2

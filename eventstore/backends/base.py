@@ -147,14 +147,14 @@ def plan_group(
             event_id = visible.id
             known = stored.get(event_id)
             if known is not None:
-                if not same_content(known.digest, prepared):
+                if not same_content(known.digest, known.event, prepared):
                     conflict = DuplicateEventError(event_id)
                     break
                 results.append(known.event)
                 continue
             earlier = accepted.get(event_id) or mine.get(event_id)
             if earlier is not None:
-                if not same_content(earlier[0], prepared):
+                if not same_content(earlier[0], earlier[1], prepared):
                     conflict = DuplicateEventError(event_id)
                     break
                 results.append(earlier[1])

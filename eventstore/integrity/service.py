@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from msgspec.structs import astuple
 
 from eventstore.errors import (
     IntegrityError,
@@ -20,7 +21,7 @@ from eventstore.errors import (
     NoteVerificationError,
     ProofRequestError,
 )
-from eventstore.integrity.leaf import StoredLeaf
+from eventstore.integrity.leaf import StoredLeaf, hash_leaves
 from eventstore.integrity.merkle import (
     CompactRange,
     NodeKey,
@@ -42,7 +43,7 @@ from eventstore.integrity.note import (
     split_note_text,
     verifier_key,
 )
-from eventstore.integrity.rehash import LeafRow, Rehasher, leaf_row
+from eventstore.integrity.rehash import LeafRow, Rehasher
 from eventstore.integrity.types import ConsistencyProof, InclusionProof, TreeHead, VerifyReport
 
 __all__ = ["Integrity", "LeafRowStore", "TreeStore"]
@@ -238,7 +239,7 @@ class Integrity:
         next_seq = 1
         rehash = Rehasher()
         while first_bad is None:
-            page = await self._rows(next_seq, batch)
+            page, hash_first = await self._page(next_seq, batch, rehash)
             if not page:
                 break
             count, fault = _contiguous_prefix(page, next_seq, size)
@@ -246,7 +247,7 @@ class Integrity:
                 first_bad, problem = fault
                 problems.append(problem)
             rows = page if count == len(page) else page[:count]
-            good = rehash.hashes(rows)
+            good = hash_first(count)
             next_seq += count
             if good:
                 start = cr.size
@@ -308,13 +309,18 @@ class Integrity:
             problems=problems,
         )
 
-    async def _rows(self, from_seq: int, limit: int) -> Sequence[Sequence[Any]]:
-        """A page of stored events as `LeafRow`s: the backend's own rows when it gives
-        them (`LeafRowStore`), its `StoredLeaf`s converted otherwise."""
+    async def _page(
+        self, from_seq: int, limit: int, rehash: Rehasher
+    ) -> tuple[Sequence[Sequence[Any]], Callable[[int], list[bytes]]]:
+        """A page of stored events as rows in `LeafRow` order (seq first, the kept leaf
+        hash last), and how to hash its first n: the backend's own rows of bytes when it
+        gives them (`LeafRowStore`), its `StoredLeaf`s otherwise."""
         tree = self.tree
         if isinstance(tree, LeafRowStore):
-            return await tree.leaf_rows(from_seq, limit)
-        return [leaf_row(leaf) for leaf in await tree.stored_leaves(from_seq, limit)]
+            rows = await tree.leaf_rows(from_seq, limit)
+            return rows, lambda n: rehash.hashes(rows if n == len(rows) else rows[:n])
+        leaves = await tree.stored_leaves(from_seq, limit)
+        return [astuple(leaf) for leaf in leaves], lambda n: hash_leaves(leaves[:n])
 
     async def _compare_stored_root(self, cr: CompactRange, problems: list[str]) -> int | None:
         """Compare the recomputed frontier with the stored one; on a mismatch, report the

@@ -441,6 +441,8 @@ class Subscription:
         if self.query.matches(event):
             (shown,) = await self._host.reveal_live([event])
             error = await self._call(shown)
+            if self._abandoned:
+                raise _Stopped  # stop() gave up on this call: nothing after it counts
             if error is not None:
                 await self._retry(event, error)
             self.delivered += 1
@@ -464,6 +466,8 @@ class Subscription:
             self.status = previous
             (shown,) = await self._host.reveal_live([event])
             error = await self._call(shown)
+            if self._abandoned:
+                raise _Stopped
 
     async def _call(self, event: RecordedEvent) -> BaseException | None:
         """Run the handler once; what it raised (or its timeout), None if it succeeded."""
@@ -496,10 +500,8 @@ class Subscription:
             return exc
         finally:
             self._calling = None
-            if self.status == Status.STALLED:
+            if self.status is Status.STALLED:
                 self.status = status
-            if self._abandoned:
-                raise _Stopped  # stop() gave up on this call: nothing after it counts
 
     async def _in_thread(self, event: RecordedEvent) -> object:
         # Shielded: a thread cannot be interrupted, so stop() and the timeout wait for
