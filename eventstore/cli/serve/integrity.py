@@ -122,12 +122,13 @@ async def integrity_data(store: EventStore, verification: Verification,
                          checkpoints: Path | None) -> dict[str, Any]:
     """Tree head, latest checkpoint and the last verify result: no verify, no writes."""
     try:
-        head = await store.tree_head()
+        # One tree computation, not two: the head is the one the checkpoint states.
         current = await store.checkpoint()
     except IntegrityError as exc:  # a backend that keeps no tree
         return {"available": False, "reason": str(exc), "origin": None, "tree_head": None,
                 "checkpoint": None, "checkpoints_dir": None, "verify": None,
                 "verifying": False}
+    head = parse_checkpoint(split_note_text(current))
     latest = await asyncio.to_thread(latest_checkpoint, checkpoints, store.origin) \
         if checkpoints is not None else None
     shown: Mapping[str, Any]
