@@ -162,3 +162,45 @@ async def test_sqlite_many_type_names_are_one_query(tmp_path: Path, names: int) 
         assert [e.type for e in page.events] == ["message_sent"] * 2
         rest = await store.list_events(type=types, limit=10, cursor=page.next_cursor)
         assert len(page.events + rest.events) == await store.count_events(type=types) == 4
+
+
+PAGES: list[tuple[dict[str, Any], str]] = [
+    ({"conversation_id": "c1", "type": "message_sent"}, "events_by_conversation"),
+    ({"conversation_id": "c1", "type": {"message_sent", "cost_recorded"}},
+     "events_by_conversation"),
+    ({"conversation_id": "c1", "type": {f"t{i}" for i in range(100)}},
+     "events_by_conversation"),
+    ({"conversation_id": "c1", "user_id": "u1"}, "events_by_conversation"),
+    ({"conversation_id": "c1", "user_id": "u1", "type": "cost_recorded"},
+     "events_by_conversation"),
+    ({"user_id": "u1", "type": "cost_recorded"}, "events_by_user"),
+    ({"user_id": "u1", "type": {"message_sent", "cost_recorded"}}, "events_by_user"),
+    ({"type": "cost_recorded"}, "events_by_type"),
+]
+
+
+@pytest.mark.parametrize(("filters", "index"), PAGES)
+async def test_sqlite_pages_read_the_narrowest_filters_index(
+        tmp_path: Path, filters: dict[str, Any], index: str) -> None:
+    # A conversation holds fewer events than its user, a user fewer than a type (one
+    # type can be most of the log): the page must walk that index, not the type's.
+    db = tmp_path / "pages.db"
+    statements: list[str] = []
+    with anyio.fail_after(60):
+        async with EventStore.open(f"sqlite:///{db}") as store:
+            await grow(store, 600)
+            await store.backend.trace(statements.append)  # type: ignore[attr-defined]
+            await store.list_events(**filters, limit=5)
+            await store.count_events(**filters, after=sample_events(1)[0].occurred_at)
+            await store.backend.trace(None)  # type: ignore[attr-defined]
+    conn = sqlite3.connect(db)
+    # the page and the count (a time bound makes the count read events, not the counts
+    # table), not the lookups that turn its time bound into a seq range
+    reads = [sql for sql in unique(statements)  # traced with their values in place
+             if " FROM events WHERE " in sql and "seq > " in sql and "recorded_at" not in sql]
+    assert len(reads) >= 2
+    for sql in reads:
+        used = [detail for *_, detail in conn.execute(f"EXPLAIN QUERY PLAN {sql}")
+                if " USING " in detail]
+        assert used and all(f"INDEX {index} " in d for d in used), (sql, used)
+    conn.close()

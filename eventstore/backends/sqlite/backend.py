@@ -99,6 +99,14 @@ _INSERT_WITH_LEAF = (
 )
 
 
+# Which index serves a page, when several filters could: a conversation's events, then a
+# user's, then a type's. SQLite keeps no statistics unless ANALYZE ran, and without them
+# it took the (type, seq) index for conversation + type: a walk over every event of the
+# type (most of the log for message_sent) to find one conversation's few, 40-70 ms at
+# 30k events where the conversation index answers in 1 ms. A unary `+` keeps a column's
+# index out of the choice while the column still filters.
+
+
 def _filters(query: Query, low: int, high: int | None) -> tuple[list[str], list[Any]]:
     clauses = ["seq > ?"]
     params: list[Any] = [low]
@@ -109,9 +117,14 @@ def _filters(query: Query, low: int, high: int | None) -> tuple[list[str], list[
         clauses.append("conversation_id = ?")
         params.append(query.conversation_id)
     if query.user_id is not None:
-        clauses.append("user_id = ?")
+        clauses.append("+user_id = ?" if query.conversation_id is not None else "user_id = ?")
         params.append(query.user_id)
     return clauses, params
+
+
+def _type_column(query: Query) -> str:
+    narrower = query.conversation_id is not None or query.user_id is not None
+    return "+type" if narrower else "type"
 
 
 def page_sql(query: Query, low: int, high: int | None, limit: int) -> tuple[str, list[Any]]:
@@ -126,14 +139,16 @@ def page_sql(query: Query, low: int, high: int | None, limit: int) -> tuple[str,
     if query.types is not None and len(query.types) > _MAX_ARMS:
         # SQLite caps a compound SELECT at 500 terms: past a few dozen names, one IN list.
         names = sorted(query.types)
-        where = " AND ".join([*clauses, f"type IN ({', '.join('?' * len(names))})"])
+        where = " AND ".join(
+            [*clauses, f"{_type_column(query)} IN ({', '.join('?' * len(names))})"])
         return (f"SELECT seq, body FROM events WHERE {where} ORDER BY seq LIMIT ?",
                 [*params, *names, limit])
     types = sorted(query.types) if query.types is not None else [None]
     arms: list[str] = []
     arm_params: list[Any] = []
+    type_clause = f"{_type_column(query)} = ?"
     for name in types:
-        where = " AND ".join(clauses if name is None else ["type = ?", *clauses])
+        where = " AND ".join(clauses if name is None else [type_clause, *clauses])
         arms.append(f"SELECT seq, body FROM events WHERE {where}")
         arm_params.extend(params if name is None else [name, *params])
     return f"{' UNION ALL '.join(arms)} ORDER BY seq LIMIT ?", [*arm_params, limit]
@@ -143,7 +158,7 @@ def count_sql(query: Query, low: int, high: int | None) -> tuple[str, list[Any]]
     clauses, params = _filters(query, low, high)
     if query.types is not None:
         names = sorted(query.types)
-        clauses.append(f"type IN ({', '.join('?' * len(names))})")
+        clauses.append(f"{_type_column(query)} IN ({', '.join('?' * len(names))})")
         params.extend(names)
     return f"SELECT count(*) FROM events WHERE {' AND '.join(clauses)}", params
 
