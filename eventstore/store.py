@@ -191,8 +191,9 @@ class EventStore:
         - `signing_key`: an Ed25519 private key (raw 32 bytes, PEM, or an
           Ed25519PrivateKey; default: the EVENTSTORE_SIGNING_KEY environment variable)
           that signs checkpoints as C2SP signed notes.
-        - `origin`: the log's name in its checkpoints (default: derived from the URL when
-          the log is created, then kept in the log).
+        - `origin`: the log's name in its checkpoints, kept in the log by the first store
+          that opens it (default: derived from the URL); later stores use it, and one
+          giving another origin= is refused with IntegrityError.
         - `checkpoint_dir`: a directory (or a callable taking the checkpoint text) that
           gets a checkpoint every `checkpoint_every` events (1000) or
           `checkpoint_interval` seconds (60), and at close; keep it where the database's

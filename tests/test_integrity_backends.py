@@ -175,6 +175,27 @@ async def test_the_origin_can_be_named_and_a_signing_key_signs_checkpoints(
             assert not report.ok and "cannot be trusted" in report.problems[0]
 
 
+
+async def test_the_log_keeps_the_name_it_was_given(tree_store: StoreFactory) -> None:
+    # The CLI, the viewer and an auditor's verify open the log without origin=: they must
+    # check its checkpoints under the name the application gave it, not one of the URL.
+    key = Ed25519PrivateKey.generate()
+    with anyio.fail_after(30):
+        async with tree_store(origin="audit.example/named", signing_key=key) as store:
+            await fill(store, (3,))
+            text = await store.checkpoint()
+            vkey = store.verifier_key
+        async with tree_store(signing_key=key) as again:
+            assert again.origin == "audit.example/named"
+            assert again.verifier_key == vkey
+            assert (await again.verify(checkpoint=text)).ok
+        with pytest.raises(IntegrityError, match=r"named 'audit\.example/named'"):
+            async with tree_store(origin="audit.example/other"):
+                pass
+        async with tree_store(origin="audit.example/named") as same:
+            assert (await same.verify(checkpoint=text)).ok
+
+
 # --- checkpoints written by the store ---------------------------------------------------
 
 

@@ -112,13 +112,23 @@ class Auditor:
                     f"checkpoint_dir= needs a backend that keeps a Merkle tree; "
                     f"{self._untreed} does not")
             return
-        origin = self._origin
-        if origin is None and hasattr(backend, "set_meta_if_absent"):
-            stored = await backend.set_meta_if_absent(
-                ORIGIN_META, default_origin(self.url).encode())
-            origin = stored.decode()
-        self._service = Integrity(backend, origin or default_origin(self.url),
-                                  self.signing_key)
+        # The log keeps its name: the first store to open it, named by origin= or after
+        # its URL, records it, and every later one (the CLI, the viewer, an auditor's
+        # verify) signs and checks under that name. A store naming it otherwise would
+        # write checkpoints no verifier of the log accepts, so it is refused.
+        wanted = self._origin or default_origin(self.url)
+        service = Integrity(backend, wanted, self.signing_key)  # checks the name first
+        if hasattr(backend, "set_meta_if_absent"):
+            stored = (await backend.set_meta_if_absent(ORIGIN_META, wanted.encode())).decode()
+            if stored != wanted:
+                if self._origin is not None:
+                    raise IntegrityError(
+                        f"this log is named {stored!r} (kept in the log since it was "
+                        f"first opened), not origin={self._origin!r}: its checkpoints and "
+                        "their signatures carry that name. Open it without origin= or "
+                        f"with origin={stored!r}")
+                service = Integrity(backend, stored, self.signing_key)
+        self._service = service
 
     @property
     def service(self) -> Integrity:
