@@ -132,17 +132,7 @@ class Dispatcher:
         if not signal.receivers:
             return
         for receiver in signal.receivers_for(sender):
-            if _is_async(receiver):
-                self._enqueue((receiver, sender, kwargs, signal), receiver, signal)
-                continue
-            try:
-                result = receiver(sender, **kwargs)
-            except BaseException:  # user code: whatever it raises must not end the sender
-                self.errors += 1
-                log.exception("receiver %r of signal %s raised; ignored", receiver, _name(signal))
-                continue
-            if inspect.isawaitable(result):
-                self._enqueue(result, receiver, signal)
+            self._call(signal, sender, receiver, _is_async(receiver), kwargs)
 
     def send_each(self, signal: Signal, sender: Any, name: str, values: Sequence[Any]) -> None:
         """`send(signal, sender, **{name: value})` for each value in order, with the
@@ -159,19 +149,23 @@ class Dispatcher:
                 known = len(connected)
                 receivers = [(r, _is_async(r)) for r in signal.receivers_for(sender)]
             for receiver, is_async in receivers:
-                kwargs = {name: value}
-                if is_async:
-                    self._enqueue((receiver, sender, kwargs, signal), receiver, signal)
-                    continue
-                try:
-                    result = receiver(sender, **kwargs)
-                except BaseException:  # user code: whatever it raises must not end the sender
-                    self.errors += 1
-                    log.exception("receiver %r of signal %s raised; ignored", receiver,
-                                  _name(signal))
-                    continue
-                if result is not None and inspect.isawaitable(result):
-                    self._enqueue(result, receiver, signal)
+                self._call(signal, sender, receiver, is_async, {name: value})
+
+    def _call(self, signal: Signal, sender: Any, receiver: Any, is_async: bool,
+              kwargs: dict[str, Any]) -> None:
+        """One receiver, one signal: an async receiver is queued for the pump; a sync one
+        runs here, and an awaitable it returns is queued."""
+        if is_async:
+            self._enqueue((receiver, sender, kwargs, signal), receiver, signal)
+            return
+        try:
+            result = receiver(sender, **kwargs)
+        except BaseException:  # user code: whatever it raises must not end the sender
+            self.errors += 1
+            log.exception("receiver %r of signal %s raised; ignored", receiver, _name(signal))
+            return
+        if result is not None and inspect.isawaitable(result):
+            self._enqueue(result, receiver, signal)
 
     def _enqueue(self, item: Awaitable[Any] | _Deferred, receiver: Any, signal: Signal) -> None:
         if len(self._pending) >= _MAX_PENDING_ASYNC:
