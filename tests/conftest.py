@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 
 from eventstore import EventStore
+from eventstore.backends.jsonl import JsonlBackend
+from eventstore.backends.memory import MemoryBackend
+from eventstore.backends.sqlite import SQLiteBackend
 
 from .fake_llm_api import api  # noqa: F401  (the fake provider API, for every test module)
 
@@ -121,6 +124,19 @@ async def open_store(backend_kind: str, tmp_path: Path) -> AsyncIterator[StoreFa
 async def store(open_store: StoreFactory) -> AsyncIterator[EventStore]:
     async with open_store() as opened:
         yield opened
+
+
+def lose_commit_notices(store: EventStore) -> None:
+    """Stop the store hearing of other stores' commits, as when a notification is lost
+    (PostgreSQL's LISTEN is left alone: a lost listener is tested in test_postgres)."""
+    backend = store.backend
+    if isinstance(backend, MemoryBackend):
+        backend.unlisten(store._registry.note_head)
+    elif isinstance(backend, SQLiteBackend):
+        assert backend.watcher is not None
+        backend.watcher.close()
+    elif isinstance(backend, JsonlBackend):
+        backend.stop_watching()
 
 
 async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:

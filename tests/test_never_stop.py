@@ -25,13 +25,10 @@ from eventstore import (
     Subscription,
     signals,
 )
-from eventstore.backends.jsonl import JsonlBackend
-from eventstore.backends.memory import MemoryBackend
-from eventstore.backends.sqlite import SQLiteBackend
 from eventstore.projections import ConversationCosts
 from eventstore.subscriptions import Status
 
-from .conftest import StoreFactory, wait_for
+from .conftest import StoreFactory, lose_commit_notices, wait_for
 
 FAST = {"backoff": 0.001, "max_backoff": 0.01}
 
@@ -474,13 +471,7 @@ async def test_an_idle_subscription_parked_behind_the_first_routed_event_catches
         await wait_for(lambda: sub.idle)
         if open_store.kind == "postgres":
             return  # LISTEN/NOTIFY would tell it; a lost listener is tested elsewhere
-        if isinstance(store.backend, MemoryBackend):
-            store.backend.unlisten(store._registry.note_head)
-        elif isinstance(store.backend, SQLiteBackend):
-            assert store.backend.watcher is not None
-            store.backend.watcher.close()
-        elif isinstance(store.backend, JsonlBackend):
-            store.backend.stop_watching()
+        lose_commit_notices(store)
         hidden = await other.append(message(1, type="alert"))
         ours = await store.append(message(2))
         with anyio.fail_after(10):

@@ -9,12 +9,9 @@ from typing import Any
 import pytest
 
 from eventstore import Event, EventStore, RecordedEvent, SubscriptionError, signals
-from eventstore.backends.jsonl import JsonlBackend
-from eventstore.backends.memory import MemoryBackend
-from eventstore.backends.sqlite import SQLiteBackend
 from eventstore.subscriptions import Status
 
-from .conftest import StoreFactory, wait_for
+from .conftest import StoreFactory, lose_commit_notices, wait_for
 
 FAST = {"backoff": 0.001, "max_backoff": 0.01}
 
@@ -270,13 +267,7 @@ async def test_guardian_catches_up_an_idle_subscription_left_behind(
         await wait_for(lambda: sub.idle)
         # another store on the same log appends: this store sends no signal for it, and
         # the backend's notification of the commit is lost
-        if isinstance(store.backend, MemoryBackend):
-            store.backend.unlisten(store._registry.note_head)
-        elif isinstance(store.backend, SQLiteBackend):
-            assert store.backend.watcher is not None
-            store.backend.watcher.close()
-        elif isinstance(store.backend, JsonlBackend):
-            store.backend.stop_watching()
+        lose_commit_notices(store)
         rec = await other.append(message(1))
         if open_store.kind == "postgres":  # a lost listener is tested in test_postgres
             await wait_for(lambda: seen == [rec.seq])  # LISTEN/NOTIFY woke it
