@@ -192,6 +192,12 @@ def _clean(value: str) -> str | None:
     return None
 
 
+def _plain(value: Any, limit: int) -> bool:
+    """The common case, checked fast: a short non-empty ASCII string with no NUL."""
+    return type(value) is str and 0 < len(value) <= limit and value.isascii() \
+        and "\x00" not in value
+
+
 def _check_text(event_id: str, name: str, value: Any, limit: int, *, optional: bool) -> None:
     if value is None and optional:
         return
@@ -217,19 +223,14 @@ def validate(event: Any) -> Event:
             f"expected an eventstore.Event, got {type(event).__name__}; build one with "
             "Event(type=..., data={...})"
         )
-    # The common case first, inline (this runs for every appended event, twice with a
-    # hook): a short non-empty ASCII string with no NUL.
-    event_id, event_type = event.id, event.type
-    if not (type(event_id) is str and 0 < len(event_id) <= MAX_ID and event_id.isascii()
-            and "\x00" not in event_id):
+    if not _plain(event.id, MAX_ID):
         if not isinstance(event.id, str) or not event.id or len(event.id) > MAX_ID:
             raise InvalidEventError(
                 f"event id must be a non-empty string of at most {MAX_ID} characters")
         problem = _clean(event.id)
         if problem is not None:
             raise InvalidEventError(f"event id {event.id!r} {problem}")
-    if not (type(event_type) is str and 0 < len(event_type) <= MAX_ID
-            and event_type.isascii() and "\x00" not in event_type):
+    if not _plain(event.type, MAX_ID):
         if not isinstance(event.type, str) or not event.type or len(event.type) > MAX_ID:
             raise InvalidEventError(
                 f"event {event.id}: type must be a non-empty string of at most {MAX_ID} "
@@ -238,8 +239,7 @@ def validate(event: Any) -> Event:
         _check_text(event.id, "type", event.type, MAX_ID, optional=False)
     for name, scope in (("conversation_id", event.conversation_id),
                         ("user_id", event.user_id)):
-        if scope is not None and not (type(scope) is str and 0 < len(scope) <= MAX_SCOPE_ID
-                                      and scope.isascii() and "\x00" not in scope):
+        if scope is not None and not _plain(scope, MAX_SCOPE_ID):
             _check_text(event.id, name, scope, MAX_SCOPE_ID, optional=True)
     for name, mapping in (("data", event.data), ("metadata", event.metadata)):
         if type(mapping) is dict:  # the common case, inline: a plain dict of str keys

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from ..clock import from_micros
-from ..codec import PreparedEvent, place, same_content, stamp
+from ..codec import PreparedEvent, place, recorded, same_content, stamp
 from ..errors import DuplicateEventError, EventStoreError
 from ..events import RecordedEvent
 from .protocols import Backend
@@ -159,12 +159,7 @@ def plan_group(
                     break
                 results.append(earlier[1])
                 continue
-            event = RecordedEvent(
-                type=visible.type, data=visible.data,
-                conversation_id=visible.conversation_id, user_id=visible.user_id,
-                metadata=visible.metadata, id=event_id, occurred_at=visible.occurred_at,
-                seq=next_seq, recorded_at=recorded_at,
-            )
+            event = recorded(visible, next_seq, recorded_at)
             rows.append(NewRow(event, place(prepared.body, next_seq, recorded_stamp),
                                prepared.digest))
             mine[event_id] = (prepared.digest, event)

@@ -36,20 +36,15 @@ recorded_at, digest, body, occurred_at, leaf_hash."""
 
 def event_records(rows: Sequence[NewRow],
                   recorded_micros: int) -> tuple[list[EventRecord], list[bytes]]:
-    """The rows to insert, built directly with their leaf hashes (`leaf_columns` and the
-    insert tuples in one pass: this runs per event under the write lock), and the leaf
+    """The rows to insert, with the `leaf_columns` they are stored with, and the leaf
     hashes in order for the tree."""
-    records: list[EventRecord] = []
-    hashes: list[bytes] = []
-    add, add_hash = records.append, hashes.append
-    for row in rows:
-        e = row.event
-        when = to_micros(e.occurred_at)
-        h = hash_leaf(e.seq, e.id, e.type, e.conversation_id, e.user_id, when,
-                      recorded_micros, row.document)
-        add((e.seq, e.id, e.type, e.conversation_id, e.user_id, recorded_micros, row.digest,
-             row.document, when, h))
-        add_hash(h)
+    occurred, hashes = leaf_columns(rows, recorded_micros)
+    records: list[EventRecord] = [
+        (e.seq, e.id, e.type, e.conversation_id, e.user_id, recorded_micros, row.digest,
+         row.document, when, h)
+        for row, when, h in zip(rows, occurred, hashes, strict=True)
+        for e in (row.event,)
+    ]
     return records, hashes
 
 
