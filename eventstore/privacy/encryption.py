@@ -521,8 +521,7 @@ class Encryption:
         sealing = self._to_seal(event)
         if sealing is None:
             return digest
-        key = await self._current_key(sealing[1])
-        return hashlib.blake2b(digest, key=key.digest_key, digest_size=16).digest()
+        return _keyed(await self._current_key(sealing[1]), digest)
 
     async def _seal(self, event: Event) -> tuple[Event, _Key | None]:
         sealing = self._to_seal(event)
@@ -549,8 +548,7 @@ class Encryption:
         sealed, key = await self._seal(event)
         if key is None:
             return sealed, digest
-        # Keyed BLAKE2b is a MAC in one call (HMAC re-keys SHA-256 on every use).
-        return sealed, hashlib.blake2b(digest, key=key.digest_key, digest_size=16).digest()
+        return sealed, _keyed(key, digest)
 
     # --- opening -----------------------------------------------------------------------
 
@@ -744,6 +742,12 @@ class Encryption:
 async def is_encrypted(backend: Backend) -> bool:
     """Whether a store was ever opened with encryption (it holds a key-check value)."""
     return await backend.get_meta(CHECK_META_KEY) is not None
+
+
+def _keyed(key: _Key, digest: bytes) -> bytes:
+    """`digest` under the key's digest key. Keyed BLAKE2b is a MAC in one call (HMAC
+    re-keys SHA-256 on every use)."""
+    return hashlib.blake2b(digest, key=key.digest_key, digest_size=16).digest()
 
 
 def owner_of(user_id: str | None, period: str) -> str:
