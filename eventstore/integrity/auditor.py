@@ -116,19 +116,18 @@ class Auditor:
         # its URL, records it, and every later one (the CLI, the viewer, an auditor's
         # verify) signs and checks under that name. A store naming it otherwise would
         # write checkpoints no verifier of the log accepts, so it is refused.
-        wanted = self._origin or default_origin(self.url)
-        service = Integrity(backend, wanted, self.signing_key)  # checks the name first
+        given = self._origin
+        # a bad name given is refused before it is stored
+        service = Integrity(backend, given, self.signing_key) if given is not None else None
+        origin = given or default_origin(self.url)
         if hasattr(backend, "set_meta_if_absent"):
-            stored = (await backend.set_meta_if_absent(ORIGIN_META, wanted.encode())).decode()
-            if stored != wanted:
-                if self._origin is not None:
-                    raise IntegrityError(
-                        f"this log is named {stored!r} (kept in the log since it was "
-                        f"first opened), not origin={self._origin!r}: its checkpoints and "
-                        "their signatures carry that name. Open it without origin= or "
-                        f"with origin={stored!r}")
-                service = Integrity(backend, stored, self.signing_key)
-        self._service = service
+            origin = (await backend.set_meta_if_absent(ORIGIN_META, origin.encode())).decode()
+            if given is not None and origin != given:
+                raise IntegrityError(
+                    f"this log is named {origin!r} (kept in the log since it was first "
+                    f"opened), not origin={given!r}: its checkpoints and their signatures "
+                    f"carry that name. Open it without origin= or with origin={origin!r}")
+        self._service = service or Integrity(backend, origin, self.signing_key)
 
     @property
     def service(self) -> Integrity:
