@@ -34,9 +34,6 @@ from ..pricing.usage import CallPrice, other_cost, price_call, price_context_of,
 from ..reads import LogReader
 from ..scope import scoped
 from .flavors import FLAVORS, detect_flavor, split_request
-
-if TYPE_CHECKING:
-    from ..pipeline import WritePipeline
 from .messages import (
     Conversation,
     MessageIndex,
@@ -46,6 +43,9 @@ from .messages import (
     stored_digest,
     text_of,
 )
+
+if TYPE_CHECKING:
+    from ..pipeline import WritePipeline
 
 __all__ = ["LLM_CALL", "CallRecorder", "to_json"]
 
