@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -144,12 +144,34 @@ class BudgetWatcher:
         # cost has been handled yet: position 0 means this store folds the whole log.
         self._from_zero = self.subscription.position == 0
 
-    async def on_cost(self, event: RecordedEvent) -> None:
+    def on_cost(self, event: RecordedEvent) -> Awaitable[None] | None:
         """The subscription's handler: the alerts a cost event brings, appended once.
         Its work grows with the (per, window) groups and the thresholds it crosses, not
-        with the number of budgets: each group keeps one spent figure per scope."""
+        with the number of budgets: each group keeps one spent figure per scope.
+
+        Most costs only move known figures below every pending threshold: that is done
+        here, synchronously, and nothing is returned, so the subscription calls no
+        coroutine (no timer, no cancel scope) for them. A cost that needs the rollup or
+        reaches a threshold returns the coroutine that settles it (folds are idempotent
+        per seq, so what was folded here is not counted again there)."""
         cost = cost_or_none(event.data.get("total_cost")) or ZERO
         scopes = {per: budget.scopes_of(event) for per, budget in self._pers.items()}
+        for kind, groups in self._kinds.items():
+            window = self._window(kind, event.occurred_at)
+            for per, budgets in groups:
+                for scope in scopes[per]:
+                    spend = self._spend.get((per, scope, window.label))
+                    if spend is None:
+                        if not self._from_zero:
+                            return self._settle(event, cost, scopes)
+                        spend = self._new(budgets, scope, window, ZERO, 0, 0, 0)
+                    spend.fold(event.seq, cost)
+                    if spend.pending and spend.pending[0][0] <= spend.high:
+                        return self._settle(event, cost, scopes)
+        return None
+
+    async def _settle(self, event: RecordedEvent, cost: Decimal,
+                      scopes: dict[str, tuple[str, ...]]) -> None:
         crossings: list[tuple[Budget, str, Window, Threshold, Decimal]] = []
         reached: list[tuple[_Spend, int]] = []
         for kind, groups in self._kinds.items():
