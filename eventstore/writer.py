@@ -68,6 +68,10 @@ class GroupCommitWriter:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 continue
+            # One turn of the loop first: the callers the last commit answered (and any
+            # task it woke) queue their next appends in it, so they join this group
+            # instead of waiting for the next commit behind a lone early request.
+            await asyncio.sleep(0)
             group = self._take_group()
             if group:
                 await self._commit(group)
