@@ -45,7 +45,7 @@ KILL_WRITER = Path(__file__).parent / "kill_writer.py"
 GROUPS = (1, 3, 16, 1, 17, 40, 2, 31)  # crosses the stored levels' boundaries
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "jsonl"])
 async def tree_store(request: pytest.FixtureRequest, tmp_path: Path
                      ) -> AsyncIterator[StoreFactory]:
     if request.param == "postgres":
@@ -561,13 +561,13 @@ async def spawn(db: str, tag: str) -> asyncio.subprocess.Process:
 OWN_APPENDS = 5
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "jsonl"])
 async def test_several_processes_keep_one_consistent_tree(tmp_path: Path, kind: str) -> None:
     if kind == "postgres":
         require_pg()
     schema = f"es_test_tree_{os.getpid()}_{id(tmp_path) % 10_000}"
-    url = (f"sqlite:///{tmp_path / 'x.db'}" if kind == "sqlite"
-           else f"{PG_URL}?schema={schema}")
+    url = {"sqlite": f"sqlite:///{tmp_path / 'x.db'}", "jsonl": f"jsonl:///{tmp_path / 'x'}",
+           "postgres": f"{PG_URL}?schema={schema}"}[kind]
     heads = []
     procs: list[asyncio.subprocess.Process] = []
     try:

@@ -395,18 +395,94 @@ async def test_a_subscriber_pages_other_processes_appends_without_a_gap(
         await sub.stop()
 
 
-async def test_the_integrity_tree_is_refused_by_name(tmp_path: Path) -> None:
-    """jsonl keeps no Merkle tree (yet): every tree operation says so, naming the
-    backend, instead of answering about a tree that does not exist."""
-    from eventstore.errors import IntegrityError
+def day_lines(directory: Path) -> tuple[Path, list[bytes]]:
+    (path,) = sorted(directory.glob("events-*.jsonl"))
+    return path, path.read_bytes().splitlines(keepends=True)
 
+
+def rewrite(path: Path, lines: list[bytes]) -> None:
+    path.write_bytes(b"".join(lines))
+
+
+def with_content(line: bytes, old: bytes, new: bytes) -> bytes:
+    assert old in line
+    return line.replace(old, new)
+
+
+def releaf(line: bytes) -> bytes:
+    """What an attacker with the directory does after editing a line: store the leaf
+    hash of the new content, with eventstore's own code."""
+    from eventstore.backends.jsonl.log import document_of
+    from eventstore.backends.jsonl.tree import _stored_leaf
+    from eventstore.integrity import encode_leaf, leaf_hash
+
+    body = line.rstrip(b"\n")
+    leaf = leaf_hash(encode_leaf(_stored_leaf(body)))
+    cut = len(document_of(body)) - 1
+    old = body[cut + len(b',"leaf":"'):cut + len(b',"leaf":"') + 64]
+    return line.replace(old, leaf.hex().encode())
+
+
+TAMPERING = {
+    "edit a line": (lambda ls: [*ls[:7], with_content(ls[7], b"m7", b"mX"), *ls[8:]], 8,
+                    "altered"),
+    "delete a line": (lambda ls: ls[:4] + ls[5:], 5, "missing"),
+    "swap two lines": (lambda ls: [*ls[:2], ls[5], *ls[3:5], ls[2], *ls[6:]], 3,
+                       "altered"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERING))
+async def test_tampering_with_the_files_is_caught_at_the_first_bad_seq(
+        tmp_path: Path, case: str) -> None:
+    change, first_bad, word = TAMPERING[case]
     async with EventStore.open(url(tmp_path / "log")) as store:
-        await store.append(msg("hi"))
-        for call in (store.tree_head, store.checkpoint, store.verify,
-                     lambda: store.prove(1), lambda: store.prove_consistency(0)):
-            with pytest.raises(IntegrityError, match=r"the jsonl:// backend \(JsonlBackend\) "
-                                                     "keeps no Merkle tree"):
-                await call()
-    with pytest.raises(IntegrityError, match=r"checkpoint_dir= needs .* jsonl:// backend"):
-        async with EventStore.open(url(tmp_path / "log"), checkpoint_dir=tmp_path / "cps"):
-            pass
+        await store.append_many([msg(f"m{i}") for i in range(20)])
+        assert (await store.verify()).ok
+    path, lines = day_lines(tmp_path / "log")
+    rewrite(path, change(lines))
+    async with EventStore.open(url(tmp_path / "log")) as store:
+        report = await store.verify()
+    assert not report.ok
+    assert report.first_bad_seq == first_bad, report.problems
+    assert word in report.problems[0]
+
+
+async def test_a_rewritten_line_with_its_leaf_is_caught_against_an_earlier_checkpoint(
+        tmp_path: Path) -> None:
+    """The tree is rebuilt from the lines, so only a checkpoint kept elsewhere shows
+    that history changed, or that the log was cut at its end."""
+    async with EventStore.open(url(tmp_path / "log")) as store:
+        for start in range(0, 20, 5):  # four groups: a cut between two is a clean end
+            await store.append_many([msg(f"m{i}") for i in range(start, start + 5)])
+        text = await store.checkpoint()
+        head = await store.tree_head()
+    path, lines = day_lines(tmp_path / "log")
+    rewrite(path, [*lines[:3], releaf(with_content(lines[3], b"m3", b"mX")), *lines[4:]])
+    async with EventStore.open(url(tmp_path / "log")) as store:
+        assert (await store.verify()).ok  # consistent with itself ...
+        report = await store.verify(checkpoint=text)
+        assert (await store.tree_head()).root != head.root
+    assert not report.ok  # ... but no longer the history the checkpoint saw
+    assert "does not extend the checkpoint" in report.problems[-1]
+    rewrite(path, lines[:15])
+    async with EventStore.open(url(tmp_path / "log")) as store:
+        report = await store.verify(checkpoint=text)
+    assert report.first_bad_seq == 16 and "truncated" in report.problems[-1]
+
+
+async def test_lines_written_before_leaves_were_kept_get_their_tree(tmp_path: Path) -> None:
+    async with EventStore.open(url(tmp_path / "log")) as store:
+        await store.append_many([msg(f"m{i}") for i in range(10)])
+        head = await store.tree_head()
+    path, lines = day_lines(tmp_path / "log")
+    old = [line[:line.index(b',"leaf":"')] + line[line.index(b',"digest":"'):]
+           for line in lines]
+    rewrite(path, old)
+    async with EventStore.open(url(tmp_path / "log")) as store:
+        assert await store.tree_head() == head  # the same leaves, from the content
+        await store.append(msg("new"))
+        report = await store.verify()
+        assert report.ok and report.size == 11
+        assert (await store.prove_consistency(10)).verify(head.root,
+                                                          (await store.tree_head()).root)

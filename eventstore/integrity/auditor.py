@@ -135,8 +135,8 @@ class Auditor:
         if self._service is None:
             raise IntegrityError(
                 f"{self._untreed} keeps no Merkle tree, so it cannot give tree heads, "
-                "proofs or checkpoints, nor verify its log; memory://, sqlite:// and "
-                "postgresql:// keep one"
+                "proofs or checkpoints, nor verify its log; memory://, sqlite://, "
+                "postgresql:// and jsonl:// keep one"
             )
         return self._service
 

@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -25,11 +25,14 @@ from ...clock import utcnow
 from ...codec import PreparedEvent
 from ...errors import BackendError
 from ...events import RecordedEvent
+from ...integrity.leaf import StoredLeaf
+from ...integrity.merkle import NodeKey
 from ...query import Query
 from ..base import Checkpoint, KeyRecord, Outcome, announce_head
 from .lock import DirectoryLock
 from .log import JsonlLog
 from .state import SideFiles
+from .tree import JsonlTree
 
 log = logging.getLogger("eventstore.jsonl")
 
@@ -65,6 +68,7 @@ class JsonlBackend:
         self._threads: ThreadPoolExecutor | None = None
         self._dir_lock: DirectoryLock | None = None
         self.log: JsonlLog | None = None
+        self._tree = JsonlTree()
         self._side: SideFiles | None = None
         self._secret: bytes | None = None
         self._callbacks: list[Callable[[int], None]] = []
@@ -135,6 +139,7 @@ class JsonlBackend:
                 self.log.close()
                 self.log = JsonlLog(self.directory, self._dir_lock, sync=self._sync,
                                     clock=self._clock)
+                self._tree = JsonlTree()
 
     def _the_log(self) -> JsonlLog:
         if self.log is None:
@@ -161,6 +166,23 @@ class JsonlBackend:
 
     async def head(self) -> int:
         return await self._run(lambda: self._the_log().head())
+
+    # --- the integrity tree (eventstore.integrity.TreeStore; see tree.py) --------------
+
+    def _synced(self) -> JsonlTree:
+        self._tree.sync(self._the_log())
+        return self._tree
+
+    async def tree_size(self) -> int:
+        """The number of leaves: the committed lines of every process, read up to now."""
+        return await self._run(lambda: self._synced().size)
+
+    async def tree_nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
+        return await self._run(lambda: self._synced().nodes(keys))
+
+    async def stored_leaves(self, from_seq: int, limit: int) -> Sequence[StoredLeaf]:
+        return await self._run(
+            lambda: self._synced().stored_leaves(self._the_log(), from_seq, limit))
 
     async def secret(self) -> bytes:
         if self._secret is None:

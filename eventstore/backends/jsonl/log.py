@@ -1,12 +1,13 @@
 """The log of a jsonl directory: one JSON-lines file per UTC day, and an index of them.
 
 Each line is the stored document of one event (a RecordedEvent as JSON, so `grep` and
-`jq` read it) with two more keys: `digest`, the content fingerprint idempotent retries
-are checked against, and `commit`, the seq of the last event of the group it was written
-in. A group is committed once its last line is complete: lines of a group whose last
-line is missing or torn were never acknowledged and are never read. That is all a
-crashed writer can leave behind, because every writer appends under the directory lock
-(lock.py) and the next one truncates such a tail before it writes.
+`jq` read it) with three more keys: `leaf`, the event's leaf hash in the integrity tree
+(tree.py), `digest`, the content fingerprint idempotent retries are checked against, and
+`commit`, the seq of the last event of the group it was written in. A group is
+committed once its last line is complete: lines of a group whose last line is missing or
+torn were never acknowledged and are never read. That is all a crashed writer can leave
+behind, because every writer appends under the directory lock (lock.py) and the next
+one truncates such a tail before it writes.
 
 Seqs are contiguous from 1 and `recorded_at` never decreases with seq (the writer keeps
 it so under the lock), so the events of one UTC day are one file and one seq range. Once
@@ -40,6 +41,7 @@ from ...errors import BackendError
 from ...events import RecordedEvent
 from ...query import Query
 from ..base import Outcome, StoredId, plan_group, request_ids
+from ..tree import leaf_columns
 from .lock import DirectoryLock
 
 log = logging.getLogger("eventstore.jsonl")
@@ -57,9 +59,25 @@ def day_of(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
-def encode_line(document: bytes, digest: bytes, commit: int) -> bytes:
-    """A stored document as one line: its digest and its group's last seq appended."""
-    return b'%s,"digest":"%s","commit":%d}\n' % (document[:-1], digest.hex().encode(), commit)
+def encode_line(document: bytes, leaf: bytes, digest: bytes, commit: int) -> bytes:
+    """A stored document as one line: its leaf hash, digest and group's last seq appended."""
+    return b'%s,"leaf":"%s","digest":"%s","commit":%d}\n' % (
+        document[:-1], leaf.hex().encode(), digest.hex().encode(), commit)
+
+
+def document_of(line: bytes) -> bytes:
+    """The stored document of a line (without its newline), as it was encoded. The keys
+    `encode_line` appends come last, so the last `"digest"` key starts them (a key of
+    that name inside the document comes before it), preceded by the leaf hash in lines
+    written since leaves were kept."""
+    cut = line.rfind(b',"digest":"')
+    leaf = cut - _LEAF_KEY_LENGTH
+    if leaf >= 0 and line.startswith(b',"leaf":"', leaf):
+        cut = leaf
+    return line[:cut] + b"}"
+
+
+_LEAF_KEY_LENGTH = len(b',"leaf":""') + 64
 
 
 class LineHead(msgspec.Struct):
@@ -294,6 +312,14 @@ class JsonlLog:
         for f in self.files:
             self._ensure(f)
 
+    def listed(self) -> list[DayFile]:
+        """The day files, oldest first, as listed now."""
+        self._list()
+        return self.files
+
+    def pread(self, f: DayFile, length: int, offset: int) -> bytes:
+        return os.pread(self._reader(f), length, offset)
+
     def _lines(self, rows: Sequence[tuple[DayFile, int]]) -> list[bytes]:
         out: list[bytes] = []
         for f, row in rows:
@@ -422,7 +448,9 @@ class JsonlLog:
             if not plan.rows:
                 return plan.outcomes, []
             commit = plan.rows[-1].event.seq
-            data = b"".join(encode_line(r.document, r.digest, commit) for r in plan.rows)
+            _, leaves = leaf_columns(plan.rows, to_micros(now))
+            data = b"".join(encode_line(r.document, leaf, r.digest, commit)
+                            for r, leaf in zip(plan.rows, leaves, strict=True))
             f, fd = self._file_for(day_of(now))
             try:
                 view = memoryview(data)
