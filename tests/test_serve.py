@@ -893,20 +893,42 @@ def test_integrity_reads_the_latest_checkpoint_file_and_names_the_first_bad_seq(
         [*files_before, foreign.name, junk.name])
 
 
-def test_integrity_on_a_backend_without_a_tree_says_so(tmp_path: Path) -> None:
-    url = f"jsonl:///{tmp_path / 'log'}"
+def test_integrity_on_a_backend_without_a_tree_says_so() -> None:
+    from eventstore.backends.memory import MemoryBackend
 
-    async def seeded() -> None:
-        async with EventStore.open(url) as store:
-            await store.append(Event(type="t", data={}))
+    class Untreed:
+        """A backend without the tree's reads (a third party's, say)."""
 
-    asyncio.run(seeded())
-    with TestClient(build_app(lambda: EventStore.open(url), TOKEN)) as c:
+        def __init__(self) -> None:
+            self.inner = MemoryBackend()
+
+        def __getattr__(self, name: str) -> Any:
+            if name in ("tree_size", "tree_nodes", "stored_leaves"):
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    with TestClient(build_app(lambda: EventStore(Untreed()),  # type: ignore[arg-type]
+                              TOKEN)) as c:
         doc = api(c, "/api/integrity")
         assert doc["available"] is False and "Merkle tree" in doc["reason"]
         assert "Merkle tree" in get(c, "/integrity").text
         refused = c.post("/api/integrity/verify", headers=AUTH)
         assert refused.status_code == 409 and "Merkle tree" in refused.json()["error"]
+
+
+def test_integrity_of_a_jsonl_log(tmp_path: Path) -> None:
+    url = f"jsonl:///{tmp_path / 'log'}"
+
+    async def seeded() -> None:
+        async with EventStore.open(url) as store:
+            await store.append_many([Event(type="t", data={"i": i}) for i in range(3)])
+
+    asyncio.run(seeded())
+    with TestClient(build_app(lambda: EventStore.open(url), TOKEN)) as c:
+        doc = api(c, "/api/integrity")
+        assert doc["tree_head"]["size"] == 3, doc
+        report = c.post("/api/integrity/verify", headers=AUTH).json()
+        assert (report["ok"], report["size"], report["first_bad_seq"]) == (True, 3, None)
 
 
 def test_a_long_verify_leaves_the_page_showing_it_running_until_done(
