@@ -320,3 +320,43 @@ def test_proof_json_uses_base64() -> None:
         "hashes": [base64.b64encode(b"\xff" * 32).decode()],
     }
     assert from_json(to_json(proof), InclusionProof) == proof
+
+
+class _Failing(MemoryTreeStore):
+    """Fails every page read from `fail_from` on (a connection lost mid-verify)."""
+
+    def __init__(self, fail_from: int) -> None:
+        super().__init__()
+        self.fail_from = fail_from
+        self.asked: list[int] = []
+
+    async def stored_leaves(self, from_seq: int, limit: int) -> list[StoredLeaf]:
+        self.asked.append(from_seq)
+        if from_seq >= self.fail_from:
+            raise IntegrityError(f"page from seq {from_seq} could not be read")
+        return list(await super().stored_leaves(from_seq, limit))
+
+
+def _failing_store(n: int, fail_from: int) -> _Failing:
+    tree = _Failing(fail_from)
+    tree.commit([make_leaf(s) for s in range(1, n + 1)])
+    return tree
+
+
+async def test_verify_reads_the_next_page_ahead_and_lets_go_of_it() -> None:
+    # A bad page ends verify with its report, though the page after it (asked for
+    # ahead) fails: that read is cancelled or its failure collected, never raised.
+    tree = _failing_store(40, fail_from=9)
+    _edit(tree, 3, document=b"{}")
+    report = await Integrity(tree, ORIGIN).verify(batch=8)
+    assert (report.ok, report.first_bad_seq) == (False, 3)
+    assert tree.asked[0] == 1 and set(tree.asked) <= {1, 9}
+    # A page that fails before any fault is found fails verify itself.
+    tree = _failing_store(40, fail_from=17)
+    with pytest.raises(IntegrityError, match="seq 17 could not be read"):
+        await Integrity(tree, ORIGIN).verify(batch=8)
+    assert tree.asked == [1, 9, 17]
+    # An intact log: each page asked for once, and one past the end.
+    tree = _failing_store(40, fail_from=10_000)
+    assert (await Integrity(tree, ORIGIN).verify(batch=8)).ok
+    assert tree.asked == [1, 9, 17, 25, 33, 41]

@@ -9,6 +9,7 @@ change once written, no transaction spans the two calls.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -238,42 +239,49 @@ class Integrity:
         first_bad: int | None = None
         next_seq = 1
         rehash = Rehasher()
-        while first_bad is None:
-            page, hash_first = await self._page(next_seq, batch, rehash)
-            if not page:
-                break
-            count, fault = _contiguous_prefix(page, next_seq, size)
-            if fault is not None:
-                first_bad, problem = fault
-                problems.append(problem)
-            rows = page if count == len(page) else page[:count]
-            good = hash_first(count)
-            next_seq += count
-            if good:
-                start = cr.size
-                kept: list[bytes | None] = [row[8] for row in rows]
-                if None in kept:  # the backend keeps its leaves apart from the events
-                    nodes = await self.tree.tree_nodes(
-                        [(0, i) for i in range(start, start + len(good))]
-                    )
-                    kept = [nodes.get((0, i)) for i in range(start, start + len(good))]
-                if kept != good:
-                    offset = next(i for i, h in enumerate(good) if kept[i] != h)
-                    seq = start + offset + 1
-                    first_bad = seq
-                    problems.append(
-                        f"seq {seq} was altered: its stored content no longer hashes to "
-                        "its leaf in the tree (edited, or swapped with another event)"
-                    )
-                    del good[offset:]
-                if cp is not None and cp_root is None and start < cp.size <= start + len(good):
-                    cr.append(good[: cp.size - start])
-                    cp_root = cr.root()
-                    cr.append(good[cp.size - start :])
-                else:
-                    cr.append(good)
-            if progress is not None:
-                progress(cr.size, size)
+        # Read ahead: the next page is fetched (by the database, or on its thread) while
+        # this one is hashed, so the two overlap instead of taking turns.
+        ahead = asyncio.ensure_future(self._page(next_seq, batch, rehash))
+        try:
+            while first_bad is None:
+                page, hash_first = await ahead
+                if not page:
+                    break
+                ahead = asyncio.ensure_future(self._page(page[-1][0] + 1, batch, rehash))
+                count, fault = _contiguous_prefix(page, next_seq, size)
+                if fault is not None:
+                    first_bad, problem = fault
+                    problems.append(problem)
+                rows = page if count == len(page) else page[:count]
+                good = hash_first(count)
+                next_seq += count
+                if good:
+                    start = cr.size
+                    kept: list[bytes | None] = [row[8] for row in rows]
+                    if None in kept:  # the backend keeps its leaves apart from the events
+                        nodes = await self.tree.tree_nodes(
+                            [(0, i) for i in range(start, start + len(good))]
+                        )
+                        kept = [nodes.get((0, i)) for i in range(start, start + len(good))]
+                    if kept != good:
+                        offset = next(i for i, h in enumerate(good) if kept[i] != h)
+                        seq = start + offset + 1
+                        first_bad = seq
+                        problems.append(
+                            f"seq {seq} was altered: its stored content no longer hashes to "
+                            "its leaf in the tree (edited, or swapped with another event)"
+                        )
+                        del good[offset:]
+                    if cp is not None and cp_root is None and start < cp.size <= start + len(good):
+                        cr.append(good[: cp.size - start])
+                        cp_root = cr.root()
+                        cr.append(good[cp.size - start :])
+                    else:
+                        cr.append(good)
+                if progress is not None:
+                    progress(cr.size, size)
+        finally:
+            _drop(ahead)
         if first_bad is None and cr.size < size:
             first_bad = cr.size + 1
             problems.append(
@@ -336,6 +344,15 @@ class Integrity:
                 )
                 return lo + 1
         return None
+
+
+def _drop(task: asyncio.Future[Any]) -> None:
+    """Let go of a read-ahead no longer wanted: cancel it, or collect its outcome so a
+    failure nobody awaits is not logged as never retrieved."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 def _contiguous_prefix(
