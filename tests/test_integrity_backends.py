@@ -325,7 +325,8 @@ class PostgresDB:
                                                 "WHERE seq = 8")
                 statement = ("UPDATE events SET body = $1 WHERE seq = 8", (edited(body),))
             sql, params = (statement, ()) if isinstance(statement, str) else statement
-            await self.conn.execute(sql.replace("events", f"{self.s}.events")
+            await self.conn.execute(sql.replace("?", "$1")
+                                    .replace("events", f"{self.s}.events")
                                     .replace("tree_", f"{self.s}.tree_"), *params)
 
     async def drop_triggers(self) -> None:
@@ -380,12 +381,18 @@ def swap_rows(a: int, b: int) -> tuple[str, ...]:
             f"UPDATE events SET seq = {b} WHERE seq = -1")
 
 
-TAMPERING: dict[str, tuple[tuple[str, ...], int, str]] = {
+TAMPERING: dict[str, tuple[tuple[str | tuple[str, tuple[Any, ...]], ...], int, str]] = {
     "edit a document": ((EDIT_BODY_8,), 8, "altered"),
     "edit a column": (("UPDATE events SET user_id = 'someone' WHERE seq = 12",), 12, "altered"),
     "delete an event": (("DELETE FROM events WHERE seq = 5",), 5, "missing"),
     "swap two events": (swap_rows(3, 6), 3, "altered"),
     "delete the last events": (("DELETE FROM events WHERE seq > 37",), 38, "missing"),
+    # 40 = 32 + 8: the node over 17..32 is under the frontier, so only a check of every
+    # stored node sees it.
+    "edit an inner tree node": ((("UPDATE tree_nodes SET hash = ? WHERE level = 4 AND idx = 1",
+                                  (bytes(32),)),), 17, "tree nodes"),
+    "delete an inner tree node": (("DELETE FROM tree_nodes WHERE level = 4 AND idx = 0",),
+                                  1, "tree nodes"),
 }
 
 

@@ -13,6 +13,7 @@ from eventstore.integrity.merkle import (
     EMPTY_ROOT,
     CompactRange,
     NodeKey,
+    completed_keys,
     consistency_from,
     consistency_keys,
     consistency_proof,
@@ -571,3 +572,16 @@ def test_random_consistency_proofs_verify_and_any_flip_fails(
             assert not verify_consistency(
                 other_old, new, mth(hashes[:other_old]), new_root, proof.hashes
             )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 300), st.integers(0, 300), st.integers(0, 6))
+def test_completed_keys_are_the_nodes_an_append_completes(
+    start: int, count: int, from_level: int
+) -> None:
+    cr = CompactRange()
+    cr.append([leaf_hash(b"%d" % i) for i in range(start)])
+    built = cr.append_nodes([leaf_hash(b"%d" % i) for i in range(start, start + count)],
+                            from_level)
+    keys = completed_keys(start, start + count, from_level)
+    assert sorted(keys) == sorted((level, index) for level, index, _ in built)

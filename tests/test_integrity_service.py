@@ -200,6 +200,27 @@ async def test_edited_event_with_its_leaf_node_is_caught_by_the_tree() -> None:
     assert "seqs 33..40" in report.problems[0]
 
 
+@pytest.mark.parametrize(("damage", "first_bad", "seqs"), [
+    # 100 = 64 + 32 + 4: none of these nodes is on the frontier, so the root stays right
+    # and only comparing every stored node finds them.
+    ({(4, 2): b"\x00" * 32}, 33, "33..48"),
+    ({(4, 1): None}, 17, "17..32"),
+    ({(4, 3): b"\x00" * 32, (5, 0): b"\x01" * 32}, 1, "1..32"),
+])
+async def test_an_altered_or_lost_inner_node_is_caught_at_its_first_seq(
+    damage: dict[tuple[int, int], bytes | None], first_bad: int, seqs: str
+) -> None:
+    tree = make_store(100)
+    for key, value in damage.items():
+        if value is None:
+            del tree.nodes[key]
+        else:
+            tree.nodes[key] = value
+    report = await Integrity(tree, ORIGIN).verify()
+    assert (report.ok, report.first_bad_seq) == (False, first_bad), report.problems
+    assert f"seqs {seqs}" in report.problems[0]
+
+
 async def test_truncated_log_is_caught_against_an_older_checkpoint() -> None:
     key = Ed25519PrivateKey.generate()
     tree = make_store(40)

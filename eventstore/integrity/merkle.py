@@ -41,6 +41,7 @@ __all__ = [
     "EMPTY_ROOT",
     "CompactRange",
     "NodeKey",
+    "completed_keys",
     "consistency_from",
     "consistency_keys",
     "consistency_proof",
@@ -80,6 +81,18 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 def _split(n: int) -> int:
     """The largest power of two smaller than `n` (n >= 2): the RFC's `k`."""
     return 1 << ((n - 1).bit_length() - 1)
+
+
+def completed_keys(start: int, end: int, from_level: int = 0) -> list[NodeKey]:
+    """The nodes of level `from_level` and up that appending leaves `start..end-1` to a
+    tree of `start` leaves completes, level by level: node `(l, i)` completes with leaf
+    `(i + 1) * 2**l - 1`."""
+    keys: list[NodeKey] = []
+    level = from_level
+    while end >> level:
+        keys.extend((level, i) for i in range(start >> level, end >> level))
+        level += 1
+    return keys
 
 
 # -- 1. The RFC's definitions -------------------------------------------------------------

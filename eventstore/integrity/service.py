@@ -22,10 +22,12 @@ from eventstore.errors import (
     NoteVerificationError,
     ProofRequestError,
 )
+from eventstore.integrity.layout import STORED_FROM
 from eventstore.integrity.leaf import StoredLeaf, hash_leaves
 from eventstore.integrity.merkle import (
     CompactRange,
     NodeKey,
+    completed_keys,
     consistency_from,
     consistency_keys,
     frontier,
@@ -241,13 +243,14 @@ class Integrity:
         rehash = Rehasher()
         # Read ahead: the next page is fetched (by the database, or on its thread) while
         # this one is hashed, so the two overlap instead of taking turns.
-        ahead = asyncio.ensure_future(self._page(next_seq, batch, rehash))
+        ahead = asyncio.ensure_future(self._page(next_seq, batch, size, rehash))
         try:
             while first_bad is None:
-                page, hash_first = await ahead
+                page, hash_first, stored = await ahead
                 if not page:
                     break
-                ahead = asyncio.ensure_future(self._page(page[-1][0] + 1, batch, rehash))
+                ahead = asyncio.ensure_future(
+                    self._page(page[-1][0] + 1, batch, size, rehash))
                 count, fault = _contiguous_prefix(page, next_seq, size)
                 if fault is not None:
                     first_bad, problem = fault
@@ -273,11 +276,17 @@ class Integrity:
                         )
                         del good[offset:]
                     if cp is not None and cp_root is None and start < cp.size <= start + len(good):
-                        cr.append(good[: cp.size - start])
+                        built = cr.append_nodes(good[: cp.size - start], STORED_FROM)
                         cp_root = cr.root()
-                        cr.append(good[cp.size - start :])
+                        built += cr.append_nodes(good[cp.size - start :], STORED_FROM)
                     else:
-                        cr.append(good)
+                        built = cr.append_nodes(good, STORED_FROM)
+                    # Every stored node the good leaves complete must be their hash:
+                    # an altered node would otherwise only show in failing proofs.
+                    wrong = _first_wrong_node(built, stored)
+                    if wrong is not None and (first_bad is None or wrong[0] < first_bad):
+                        first_bad = wrong[0]
+                        problems.append(wrong[1])
                 if progress is not None:
                     progress(cr.size, size)
         finally:
@@ -317,33 +326,59 @@ class Integrity:
             problems=problems,
         )
 
-    async def _page(
-        self, from_seq: int, limit: int, rehash: Rehasher
-    ) -> tuple[Sequence[Sequence[Any]], Callable[[int], list[bytes]]]:
+    async def _page(self, from_seq: int, limit: int, size: int, rehash: Rehasher) -> _Page:
         """A page of stored events as rows in `LeafRow` order (seq first, the kept leaf
-        hash last), and how to hash its first n: the backend's own rows of bytes when it
-        gives them (`LeafRowStore`), its `StoredLeaf`s otherwise."""
+        hash last), how to hash its first n (the backend's own rows of bytes when it
+        gives them, `LeafRowStore`; its `StoredLeaf`s otherwise), and the stored nodes
+        of levels `STORED_FROM` and up that the page's leaves complete in a tree of
+        `size` (fetched with the page, so a read-ahead brings both)."""
         tree = self.tree
+        rows: Sequence[Sequence[Any]]
         if isinstance(tree, LeafRowStore):
             rows = await tree.leaf_rows(from_seq, limit)
-            return rows, lambda n: rehash.hashes(rows if n == len(rows) else rows[:n])
-        leaves = await tree.stored_leaves(from_seq, limit)
-        return [astuple(leaf) for leaf in leaves], lambda n: hash_leaves(leaves[:n])
+
+            def hash_first(n: int) -> list[bytes]:
+                return rehash.hashes(rows if n == len(rows) else rows[:n])
+        else:
+            leaves = await tree.stored_leaves(from_seq, limit)
+            rows = [astuple(leaf) for leaf in leaves]
+
+            def hash_first(n: int) -> list[bytes]:
+                return hash_leaves(leaves[:n])
+        start = from_seq - 1
+        keys = completed_keys(start, min(start + len(rows), size), STORED_FROM)
+        nodes = await tree.tree_nodes(keys) if keys and rows else {}
+        return rows, hash_first, nodes
 
     async def _compare_stored_root(self, cr: CompactRange, problems: list[str]) -> int | None:
         """Compare the recomputed frontier with the stored one; on a mismatch, report the
         seqs under the first differing node and return the first of them."""
         keys = frontier(cr.size)
         stored = await self.tree.tree_nodes(keys) if keys else {}
-        for (level, index), h in zip(keys, cr.hashes, strict=True):
-            if stored.get((level, index)) != h:
-                lo, hi = index << level, (index + 1) << level
-                problems.append(
-                    f"the stored tree over seqs {lo + 1}..{hi} does not match those events: "
-                    "tree nodes were altered or lost"
-                )
-                return lo + 1
+        built = [(level, index, h) for (level, index), h in zip(keys, cr.hashes, strict=True)]
+        wrong = _first_wrong_node(built, stored)
+        if wrong is None:
+            return None
+        problems.append(wrong[1])
+        return wrong[0]
+
+
+_Page = tuple[Sequence[Sequence[Any]], Callable[[int], list[bytes]], Mapping[NodeKey, bytes]]
+
+
+def _first_wrong_node(
+    built: Sequence[tuple[int, int, bytes]], stored: Mapping[NodeKey, bytes]
+) -> tuple[int, str] | None:
+    """Of the recomputed nodes `built` that `stored` lacks or holds otherwise, the one
+    over the lowest seqs (they come level by level): its first seq, and the problem."""
+    wrong = min(((index << level, level) for level, index, h in built
+                 if stored.get((level, index)) != h), default=None)
+    if wrong is None:
         return None
+    lo, level = wrong
+    hi = lo + (1 << level)
+    return lo + 1, (f"the stored tree over seqs {lo + 1}..{hi} does not match those events: "
+                    "tree nodes were altered or lost")
 
 
 def _drop(task: asyncio.Future[Any]) -> None:
